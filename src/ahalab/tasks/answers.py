@@ -25,7 +25,7 @@ WORKER_START_TIMEOUT_S = 60.0
 
 # --- extraction -------------------------------------------------------------------------------
 
-_LEADING_JUNK = " \t\r\n*_`"  # whitespace and markdown emphasis
+_LEADING_JUNK = " \t\r\n*_`\"'“”‘’"  # whitespace, markdown emphasis and quotes
 _TRAILING_JUNK = _LEADING_JUNK + ".,;"  # ... and trailing punctuation
 _MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")

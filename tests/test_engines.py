@@ -1,0 +1,165 @@
+"""Engines on the tiny random model: sampling contract, stop/EOS handling, logprobs, weight sync, HF vs vLLM."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from ahalab.engines import ENGINES, default_engine_name, make_engine, vllm_available
+from ahalab.errors import UserError
+from ahalab.types import Completion
+
+needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
+QUESTIONS = ["What is 12 + 7?", "Using the numbers 3, 5, 7", "wait", "Answer:"]  # greedy on "wait" ends in EOS
+LONG = "What is 12 + 7? Think step by step. " * 12  # > one 128-token KV block: exercises vLLM's prefix cache
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model):
+    return make_engine("hf", tiny_model)
+
+
+@pytest.fixture(scope="module")
+def vllm(tiny_model):
+    return make_engine("vllm", tiny_model, dtype="float32", max_model_len=512, kv_cache_gib=0.25)
+
+
+@pytest.fixture(params=["hf", pytest.param("vllm", marks=[needs_vllm, pytest.mark.vllm])])
+def engine(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def prompts(hf) -> list[str]:
+    chat = [hf.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                             add_generation_prompt=True) for q in QUESTIONS]
+    return chat + [LONG]
+
+
+@pytest.fixture(scope="module")
+def ref_model(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+
+def token_ids(outs: list[list[Completion]]) -> list[list[list[int]]]:
+    return [[c.token_ids for c in comps] for comps in outs]
+
+
+def check_completion(c: Completion, engine, max_tokens: int) -> None:
+    """Invariants of every completion: EOS only last and only when finished by "stop", length bounds."""
+    eos = engine.tokenizer.eos_token_id
+    assert c.prompt_token_ids and 0 < c.num_tokens <= max_tokens
+    assert eos not in c.token_ids[:-1]
+    if c.token_ids[-1] == eos:
+        assert c.finish_reason == "stop"
+    elif c.finish_reason == "length":
+        assert c.num_tokens == max_tokens
+
+
+def test_n_samples_shape_and_invariants(engine, prompts) -> None:
+    outs = engine.generate(prompts, n=3, temperature=1.0, max_tokens=12, seed=0)
+    assert [len(comps) for comps in outs] == [3] * len(prompts)
+    for comps in outs:
+        assert len({tuple(c.prompt_token_ids) for c in comps}) == 1
+        for c in comps:
+            check_completion(c, engine, 12)
+
+
+def test_seed_reproduces_and_differs(engine, prompts) -> None:
+    def sample(seed: int) -> list[list[list[int]]]:
+        return token_ids(engine.generate(prompts[:2], n=4, temperature=1.0, top_p=0.95, max_tokens=16, seed=seed))
+
+    first = sample(1)
+    assert sample(1) == first
+    assert sample(2) != first
+    assert len({tuple(ids) for ids in first[0]}) > 1  # the n samples of one prompt differ
+
+
+def test_greedy_is_deterministic_and_respects_max_tokens(engine, prompts) -> None:
+    a = engine.generate(prompts, max_tokens=24)
+    assert token_ids(engine.generate(prompts, max_tokens=24, seed=123)) == token_ids(a)
+    reasons = [comps[0].finish_reason for comps in a]
+    assert reasons[QUESTIONS.index("wait")] == "stop" and reasons.count("length") == len(prompts) - 1
+    for comps in a:
+        check_completion(comps[0], engine, 24)
+    short = engine.generate(prompts, max_tokens=5)  # "wait" needs more than 5 tokens to reach its EOS
+    assert all(c[0].num_tokens == 5 and c[0].finish_reason == "length" for c in short)
+
+
+def test_stop_string_cuts_text_and_finishes_stop(engine, prompts) -> None:
+    full = engine.generate(prompts[:1], max_tokens=24)[0][0]
+    k, stop = next((m.start(), m.group()) for m in re.finditer(r"[A-Za-z0-9]{2}", full.text) if m.start() >= 2)
+    cut = engine.generate(prompts[:1], max_tokens=24, stop=[stop, "never-generated"], logprobs=True)[0][0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[:k]
+    assert cut.token_ids == full.token_ids[:cut.num_tokens]
+    assert stop in engine.tokenizer.decode(cut.token_ids) and stop not in engine.tokenizer.decode(cut.token_ids[:-1])
+    assert len(cut.logprobs) == cut.num_tokens
+
+
+def test_logprobs_are_raw_logsoftmax_of_sampled_tokens(engine, prompts, ref_model) -> None:
+    """Per token, <= 0, and equal to log-softmax of the model's raw logits (before temperature/top-p)."""
+    for greedy in (True, False):
+        outs = engine.generate(prompts, n=1 if greedy else 2, temperature=0.0 if greedy else 0.7, top_p=0.9,
+                               max_tokens=10, seed=4, logprobs=True)
+        for comps in outs:
+            for c in comps:
+                assert len(c.logprobs) == c.num_tokens and all(lp <= 0 for lp in c.logprobs)
+                ids = torch.tensor([c.prompt_token_ids + c.token_ids])
+                with torch.no_grad():
+                    logits = ref_model(ids).logits[0, len(c.prompt_token_ids) - 1:-1]
+                ref = logits.log_softmax(-1).gather(1, ids[0, len(c.prompt_token_ids):, None]).squeeze(1)
+                torch.testing.assert_close(torch.tensor(c.logprobs), ref, atol=1e-4, rtol=0)
+
+
+def test_load_weights_changes_outputs_and_roundtrips(engine, hf, prompts, ref_model) -> None:
+    """Perturbed weights change the output (and, for vLLM, match HF on the same weights); originals restore it.
+
+    Weights go by ``named_parameters`` names, so a tied lm_head is not sent under its own name.
+    """
+    original = {name: p.detach().clone() for name, p in ref_model.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    perturbed = {name: t + 0.05 * torch.randn(t.shape, generator=gen) for name, t in original.items()}
+    before = token_ids(engine.generate(prompts, max_tokens=16))
+    try:
+        for e in {id(engine): engine, id(hf): hf}.values():
+            e.load_weights(perturbed.items())
+        after = token_ids(engine.generate(prompts, max_tokens=16))
+        assert after != before
+        assert after == token_ids(hf.generate(prompts, max_tokens=16))
+    finally:
+        for e in {id(engine): engine, id(hf): hf}.values():
+            e.load_weights(original.items())
+    assert token_ids(engine.generate(prompts, max_tokens=16)) == before
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_hf_and_vllm_agree_on_greedy_float32(hf, vllm, prompts) -> None:
+    a = hf.generate(prompts, max_tokens=16, logprobs=True)
+    b = vllm.generate(prompts, max_tokens=16, logprobs=True)
+    for x, y in zip(a, b):
+        x, y = x[0], y[0]
+        assert (x.prompt_token_ids, x.token_ids, x.finish_reason) == (y.prompt_token_ids, y.token_ids, y.finish_reason)
+        torch.testing.assert_close(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-4, rtol=0)
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_vllm_refuses_partial_weights(vllm, ref_model) -> None:
+    with pytest.raises(ValueError, match="every weight"):
+        vllm.load_weights([(n, p) for n, p in ref_model.named_parameters() if "q_proj" in n])
+
+
+def test_make_engine_names(tiny_model, monkeypatch) -> None:
+    assert ENGINES == ("vllm", "hf") and default_engine_name() in ENGINES
+    with pytest.raises(UserError, match="vllm, hf"):
+        make_engine("tpu", tiny_model)
+    monkeypatch.setattr("ahalab.engines.vllm_available", lambda: False)
+    assert default_engine_name() == "hf"
+    assert make_engine(None, tiny_model).name == "hf"
+    with pytest.raises(UserError, match=r"pip install -e \.\[cpu\]"):
+        make_engine("vllm", tiny_model)

@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "ahalab.models.commands",
     "ahalab.eval.commands",
     "ahalab.scaling.commands",
+    "ahalab.data.commands",
+    "ahalab.sft.commands",
     "ahalab.pipeline",
 ]
 

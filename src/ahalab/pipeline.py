@@ -62,7 +62,7 @@ def load_stage_kinds() -> None:
         importlib.import_module(mod)
 
 
-STAGE_MODULES = ["ahalab.eval.stages"]
+STAGE_MODULES = ["ahalab.eval.stages", "ahalab.data.stages", "ahalab.sft.stages"]
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Distillation data: teachers, program teachers, rejection sampling, decontamination, journeys, datasets."""

@@ -1,0 +1,169 @@
+"""Build an SFT dataset: problems -> decontaminate -> teacher traces -> verify/filter (or journey pairs) -> files.
+
+Decontamination runs on the problems before any teacher is asked (the same rows are removed as
+after generation, and no teacher call is wasted on them). Outputs in the dataset directory:
+
+    traces.jsonl            the teacher cache (resumable; absent for the search journeys)
+    train.jsonl             verified, filtered traces           (journey: none)
+    journey.jsonl           journey traces                      (journey: samples | search)
+    shortcut.jsonl          their shortcut counterparts, same problems, same count
+    shortcut_tokens.jsonl   shortcut traces of more problems, as many assistant tokens as journey.jsonl
+    decontamination.json    what was removed and why;  summary.json  counts;  README.md  the card
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ahalab.config import to_dict
+from ahalab.data.dataset import (completion_of, count_tokens, make_row, reasoning_of, render_card, take_token_budget,
+                                 write_jsonl)
+from ahalab.data.decontaminate import decontaminate, eval_set_from_task
+from ahalab.data.filters import grade_traces, rejection_sample
+from ahalab.data.journey import journeys_from_samples, journeys_from_search
+from ahalab.errors import UserError
+from ahalab.runs import RunDir
+
+JOURNEYS = ("samples", "search")
+TEACHERS = ("program", "openai", "engine")
+
+
+@dataclass
+class DataConfig:
+    task: str = "countdown"
+    task_options: dict[str, Any] | None = None
+    data: str | None = None  # problems file; None: generated from ``seed``
+    limit: int | None = 1000  # problems drawn (before decontamination)
+    seed: int = 0
+    teacher: str = "program"  # program | openai | engine
+    teacher_model: str | None = None  # openai: served model name; engine: model (None: ``model``, self-distillation)
+    model: str = "smollm2-135m"  # the student: engine teacher default, tokenizer for token counts
+    base_url: str | None = None  # openai endpoint, e.g. http://127.0.0.1:8000/v1
+    teacher_options: dict[str, Any] | None = None  # more teacher arguments (concurrency, max_dead_ends, ...)
+    engine: str | None = None
+    format: str = "r1"
+    samples: int = 1
+    temperature: float = 0.8
+    max_tokens: int = 1024
+    filters: dict[str, float] | None = None  # name -> threshold, see ahalab.data.filters
+    per_problem: int | None = 1
+    lang: str = "en"
+    journey: str | None = None  # None | samples | search
+    examples: int | None = None  # rows kept (journey: pairs), in problem order
+    match_tokens: bool = False  # journey: also shortcut_tokens.jsonl
+    decontaminate: list[dict[str, Any]] | None = None  # eval sets: [{task, data, limit, seed, options}]
+    ngram: int = 8
+    overlap: float = 0.5
+    out: str | None = None
+
+
+def check_config(cfg: DataConfig) -> None:
+    if cfg.teacher not in TEACHERS:
+        raise UserError(f"unknown teacher '{cfg.teacher}' (teachers: {', '.join(TEACHERS)})")
+    if cfg.journey not in (None, *JOURNEYS):
+        raise UserError(f"journey must be one of {', '.join(JOURNEYS)} (got {cfg.journey!r})")
+    if cfg.journey == "search" and cfg.task != "countdown":
+        raise UserError("journey 'search' comes from the countdown program teacher: use task countdown")
+    if cfg.journey == "samples" and cfg.samples < 2:
+        raise UserError("journey 'samples' needs several samples per problem (samples >= 2) to find a wrong "
+                        "and a right one")
+    if cfg.match_tokens and cfg.journey is None:
+        raise UserError("match_tokens compares a journey set with shortcuts: set journey")
+    if cfg.teacher == "openai" and not (cfg.base_url and cfg.teacher_model):
+        raise UserError("the openai teacher needs base_url and teacher_model")
+
+
+def make_teacher(cfg: DataConfig, task: Any, engine: Any = None) -> Any:
+    """The teacher ``cfg`` names, for ``task`` (``engine``: an already built engine for the engine teacher)."""
+    from ahalab.data import programs, teachers
+
+    options = dict(cfg.teacher_options or {})
+    if cfg.teacher == "program":
+        if cfg.task not in programs.PROGRAM_TEACHERS:
+            raise UserError(f"no program teacher for task '{cfg.task}' (program teachers: "
+                            f"{', '.join(programs.PROGRAM_TEACHERS)})")
+        return programs.PROGRAM_TEACHERS[cfg.task](**options)
+    common = {"fmt": cfg.format, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "seed": cfg.seed}
+    if cfg.teacher == "openai":
+        return teachers.OpenAITeacher(cfg.base_url, cfg.teacher_model, task, **common, **options)
+    if engine is None:
+        from ahalab.engines import make_engine
+        from ahalab.models import resolve_model
+
+        engine = make_engine(cfg.engine, resolve_model(cfg.teacher_model or cfg.model), seed=cfg.seed)
+    return teachers.EngineTeacher(engine, task, **common, **options)
+
+
+def _tokenizer(cfg: DataConfig):
+    from transformers import AutoTokenizer
+
+    from ahalab.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
+    return lambda text: tok(text, add_special_tokens=False)["input_ids"]
+
+
+def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
+    """Build the dataset ``cfg`` describes into ``cfg.out``; returns {file label: path, ..., "summary": dict}."""
+    from ahalab.tasks import get_task
+
+    check_config(cfg)
+    task = get_task(cfg.task, **(cfg.task_options or {}))
+    problems = task.load(cfg.data, limit=cfg.limit, seed=cfg.seed)
+    run = RunDir.create(cfg.out, "data", to_dict(cfg))
+    eval_sets = [eval_set_from_task(s["task"], s.get("data"), s.get("limit"), s.get("seed", 0), s.get("options"))
+                 for s in cfg.decontaminate or []]
+    clean = decontaminate(problems, eval_sets, cfg.ngram, cfg.overlap)
+    run.write_json("decontamination.json", {"summary": clean.summary, "removed": clean.removed})
+    problems = clean.kept
+    tokenize = _tokenizer(cfg) if cfg.match_tokens or "max_tokens" in (cfg.filters or {}) else None
+    teacher_name, stats, selection_summary = "", [], {}
+    files: dict[str, list[dict]] = {}
+    if cfg.journey == "search":
+        pairs = journeys_from_search(problems, **(cfg.teacher_options or {}))
+        teacher_name = pairs[0].teacher if pairs else "program:countdown"
+    else:
+        teacher = make_teacher(cfg, task, engine)
+        teacher_name = teacher.name
+        traces = teacher.generate(problems, cfg.samples, cache=run.file("traces.jsonl"))
+        graded = grade_traces(task, problems, traces)
+        selection = rejection_sample(graded, cfg.filters, None if cfg.journey else cfg.per_problem, cfg.lang, tokenize)
+        stats, selection_summary = selection.stats, selection.summary
+        if cfg.journey == "samples":
+            pairs = journeys_from_samples(task, selection.kept + [g for g in graded if not g.graded.correct])
+        else:
+            files["train"] = [make_row(g.problem, task, reasoning_of(g.trace), g.graded.answer, g.trace.teacher,
+                                       fmt=cfg.format) for g in selection.kept][:cfg.examples]
+    if cfg.journey:
+        chosen = pairs[:cfg.examples]
+        files["journey"] = [p.rows(task, cfg.format)[0] for p in chosen]
+        files["shortcut"] = [p.rows(task, cfg.format)[1] for p in chosen]
+        if cfg.match_tokens:
+            budget = count_tokens(files["journey"], tokenize)
+            files["shortcut_tokens"] = take_token_budget([p.rows(task, cfg.format)[1] for p in pairs], budget, tokenize)
+    _check_rows(task, problems, files)
+    paths = {name: str(write_jsonl(run.file(f"{name}.jsonl"), rows)) for name, rows in files.items()}
+    counts = {f"{name}.jsonl": len(rows) for name, rows in files.items()}
+    summary = {"problems": len(problems) + len(clean.removed), "decontaminated_away": len(clean.removed),
+               "teacher": teacher_name, **selection_summary, "files": counts}
+    if tokenize:
+        summary["assistant_tokens"] = {f"{n}.jsonl": count_tokens(rows, tokenize) for n, rows in files.items()}
+    run.write_json("summary.json", summary)
+    info = {"task": f"{cfg.task} {cfg.task_options or ''}".strip(),
+            "problems": cfg.data or f"generated, seed {cfg.seed}",
+            "teacher": teacher_name, "samples per problem": cfg.samples, "filters": cfg.filters or "verified only",
+            "kept per problem": cfg.per_problem, "journey": cfg.journey or "no", "prompt format": cfg.format,
+            "decontaminated against": ", ".join(es.name for es in eval_sets) or "nothing",
+            "n-gram / overlap": f"{cfg.ngram} / {cfg.overlap}"}
+    run.write_text("README.md", render_card(f"ahalab {cfg.task} distillation data", info, stats, clean.removed,
+                                            counts))
+    return {**paths, "dir": str(run.path), "summary": summary}
+
+
+def _check_rows(task: Any, problems: list, files: dict[str, list[dict]]) -> None:
+    """Every assistant message must verify (a guard: the builders only emit verified answers)."""
+    by_id = {p.id: p for p in problems}
+    for name, rows in files.items():
+        for row in rows:
+            if not task.grade(by_id[row["problem_id"]], completion_of(row)).correct:
+                raise RuntimeError(f"{name}: row for {row['problem_id']} does not verify")

@@ -1,0 +1,333 @@
+"""Program teachers: solve a task exactly and write the steps in natural language, in the r1 layout.
+
+* ``ArithmeticTeacher`` evaluates the expression one operation at a time (parentheses, then
+  multiplication, then left to right), saying why each step comes next and splitting multi-digit
+  sums, differences and products into easy parts.
+* ``CountdownTeacher`` searches the way a person does: moves ranked by how close their result comes
+  to the target, a short note on each dead end, then the move that works (Stream-of-Search, but
+  bounded). ``max_dead_ends=0`` writes only the winning line (the shortcut); ``min_dead_ends`` adds
+  dead ends, taken from the ranked moves, where the best-ranked move happens to work at once.
+
+Every trace is ``<think>\\n...\\n</think>\\n<answer>...</answer>`` and checks with the task verifier.
+Traces are deterministic: the sample index does not change them.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+from ahalab.data.teachers import Emit, Key, Teacher, Trace
+from ahalab.errors import UserError
+from ahalab.tasks.countdown import solve_countdown
+from ahalab.tasks.safe_math import InvalidExpression, evaluate_expression
+from ahalab.types import Problem
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+_AST_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_WHAT_IS = re.compile(r"^\s*what is (.+?)\s*\?\s*$", re.IGNORECASE)
+
+
+class UnsolvableError(ValueError):
+    """The program teacher cannot solve this problem."""
+
+
+def number(value: Fraction) -> str:
+    """A value as a person writes it: "7", "-3", "8/3"."""
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def think_answer(reasoning: str, answer: str) -> str:
+    """The r1 assistant layout."""
+    return f"<think>\n{reasoning.strip()}\n</think>\n<answer>{answer}</answer>"
+
+
+# --- expressions --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Expr:
+    """An arithmetic expression tree: a number (``op`` None) or ``left op right``."""
+
+    value: Fraction
+    op: str | None = None
+    left: Expr | None = None
+    right: Expr | None = None
+
+    @staticmethod
+    def combine(left: Expr, op: str, right: Expr) -> Expr:
+        a, b = left.value, right.value
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[op]
+        if value is None:
+            raise UnsolvableError("division by zero")
+        return Expr(value, op, left, right)
+
+    def text(self, parent: str | None = None, right_side: bool = False) -> str:
+        """Written with the fewest parentheses; a negative or fractional right operand is parenthesised."""
+        if self.op is None:
+            s = number(self.value)
+            return f"({s})" if right_side and (self.value < 0 or self.value.denominator != 1) else s
+        s = f"{self.left.text(self.op)} {self.op} {self.right.text(self.op, True)}"
+        if parent is None:
+            return s
+        p, q = _PRECEDENCE[parent], _PRECEDENCE[self.op]
+        wrap = q < p or (right_side and q == p and parent in "-/")
+        return f"({s})" if wrap else s
+
+
+def parse_expression(text: str) -> Expr:
+    """An Expr from ``text`` (numbers, + - * /, parentheses), validated by the task's safe evaluator first."""
+    try:
+        evaluate_expression(text)
+    except InvalidExpression as e:
+        raise UnsolvableError(f"not an arithmetic expression: {e}") from None
+
+    def build(node: ast.AST) -> Expr:
+        if isinstance(node, ast.Constant):
+            return Expr(Fraction(node.value) if isinstance(node.value, int) else Fraction(repr(node.value)))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return Expr(-build(node.operand).value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+            return build(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPS:
+            return Expr.combine(build(node.left), _AST_OPS[type(node.op)], build(node.right))
+        raise UnsolvableError(f"unsupported expression part {type(node).__name__}")
+
+    return build(ast.parse(text.strip(), mode="eval").body)
+
+
+def _next_step(e: Expr) -> Expr:
+    """The operation evaluated next: the leftmost one whose operands are both numbers (in evaluation order)."""
+    if e.left.op is not None:
+        return _next_step(e.left)
+    if e.right.op is not None:
+        return _next_step(e.right)
+    return e
+
+
+def _replace(e: Expr, target: Expr) -> Expr:
+    if e is target:
+        return Expr(e.value)
+    if e.op is None:
+        return e
+    return Expr(e.value, e.op, _replace(e.left, target), _replace(e.right, target))
+
+
+def _has_parent_wrapping(e: Expr, target: Expr, parent: str | None = None, right_side: bool = False) -> bool:
+    """Whether ``target`` is written inside parentheses in ``e``."""
+    if e is target:
+        return parent is not None and e.text(parent, right_side).startswith("(")
+    if e.op is None:
+        return False
+    return _has_parent_wrapping(e.left, target, e.op) or _has_parent_wrapping(e.right, target, e.op, True)
+
+
+def _ops(e: Expr) -> set[str]:
+    return set() if e.op is None else {e.op} | _ops(e.left) | _ops(e.right)
+
+
+def explain(a: Fraction, op: str, b: Fraction) -> str:
+    """One operation, split into easy parts where the numbers are big: "47 + 38 = 47 + 30 + 8 = 77 + 8 = 85"."""
+    step = Expr.combine(Expr(a), op, Expr(b))
+    result, head = step.value, step.text()
+    whole = all(v.denominator == 1 and v >= 0 for v in (a, b, result))
+    if whole and op in "+-" and a >= 10 and b >= 10 and b % 10:
+        tens, ones = b - b % 10, b % 10
+        partial = a + tens if op == "+" else a - tens
+        return (f"{head} = {number(a)} {op} {number(tens)} {op} {number(ones)} = {number(partial)} {op} "
+                f"{number(ones)} = {number(result)}")
+    if whole and op == "*" and a >= 10 and b >= 10 and b % 10:
+        tens, ones = b - b % 10, b % 10
+        return (f"{head} = {number(a)} * {number(tens)} + {number(a)} * {number(ones)} = {number(a * tens)} + "
+                f"{number(a * ones)} = {number(result)}")
+    return f"{head} = {number(result)}"
+
+
+def narrate(e: Expr) -> list[str]:
+    """Sentences evaluating ``e`` one operation at a time, ending with its value."""
+    if e.op is None:
+        return [f"The expression is just {number(e.value)}."]
+    lines = [f"Let me work out {e.text()} step by step."]
+    while e.op is not None:
+        step = _next_step(e)
+        if e is step:
+            lead = "Finally, " if len(lines) > 1 else ""
+        elif _has_parent_wrapping(e, step):
+            lead = "First the parentheses: "
+        elif step.op in "*/" and _ops(e) & {"+", "-"}:
+            lead = "Multiplication and division come before addition and subtraction: "
+        else:
+            lead = "From left to right: "
+        e = _replace(e, step)
+        line = lead + explain(step.left.value, step.op, step.right.value)
+        lines.append(line + ("." if e.op is None else f". Now we have {e.text()}."))
+    return lines
+
+
+# --- teachers -----------------------------------------------------------------------------------
+
+class ProgramTeacher(Teacher):
+    """A teacher that solves each problem with a program (``solve``); deterministic, no model involved."""
+
+    @abstractmethod
+    def solve(self, problem: Problem) -> str:
+        """The whole assistant text for ``problem``; UnsolvableError if the program cannot solve it."""
+
+    def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
+        failures: list[tuple[Key, str]] = []
+        for problem, sample in todo:
+            try:
+                text = self.solve(problem)
+            except UnsolvableError as e:
+                failures.append(((problem.id, sample), str(e)))
+                continue
+            emit(Trace(teacher=self.name, problem_id=problem.id, sample=sample, text=text))
+        return failures
+
+
+class ArithmeticTeacher(ProgramTeacher):
+    """Step-by-step evaluation of "What is <expression>?" questions (or ``meta["expression"]``)."""
+
+    name = "program:arithmetic"
+
+    def solve(self, problem: Problem) -> str:
+        expression = problem.meta.get("expression")
+        if expression is None:
+            match = _WHAT_IS.match(problem.question)
+            if match is None:
+                raise UnsolvableError("no expression to evaluate: the question is not 'What is ...?' and "
+                                      "meta has no 'expression'")
+            expression = match.group(1)
+        e = parse_expression(expression)
+        lines = narrate(e) + [f"So the answer is {number(e.value)}."]
+        return think_answer("\n".join(lines), number(e.value))
+
+
+@dataclass(frozen=True)
+class Move:
+    """Combining two of the numbers: the state it leaves and how it reads."""
+
+    text: str  # "100 - 93 = 7"
+    result: Expr
+    rest: tuple[Expr, ...]  # the other numbers, in their original order
+
+    @property
+    def state(self) -> tuple[Expr, ...]:
+        return self.rest + (self.result,)
+
+
+def _values(items: tuple[Expr, ...]) -> str:
+    return ", ".join(number(e.value) for e in items)
+
+
+class CountdownTeacher(ProgramTeacher):
+    """Countdown by a person-like search (see the module docstring).
+
+    Moves at each level are ranked: whole positive results first, then by distance to the target.
+    Shown dead ends are the unreachable moves ranked above the one that works, at most
+    ``max_dead_ends`` per level (at least ``min_dead_ends`` at the first level, borrowed from lower
+    ranks); a dead end is looked into with at most ``inner_tries`` moves per level before backing up.
+    Which moves can still reach the target is decided with the task's exact solver.
+    """
+
+    def __init__(self, max_dead_ends: int = 3, min_dead_ends: int = 0, inner_tries: int = 2,
+                 name: str | None = None) -> None:
+        if min(max_dead_ends, min_dead_ends) < 0 or inner_tries < 1:
+            raise UserError("CountdownTeacher needs max_dead_ends >= 0, min_dead_ends >= 0 and inner_tries >= 1")
+        self.max_dead_ends, self.min_dead_ends, self.inner_tries = max_dead_ends, min_dead_ends, inner_tries
+        style = "direct" if max_dead_ends == min_dead_ends == 0 else f"search{max_dead_ends}-{min_dead_ends}"
+        self.name = name or f"program:countdown-{style}"
+
+    def solve(self, problem: Problem) -> str:
+        numbers, target = problem.meta.get("numbers"), problem.meta.get("target")
+        if numbers is None or target is None:
+            raise UnsolvableError("countdown problems need meta 'numbers' and 'target'")
+        if solve_countdown(list(numbers), int(target)) is None:
+            raise UnsolvableError(f"no expression of {numbers} makes {target}")
+        goal = Fraction(target)
+        start = tuple(Expr(Fraction(n)) for n in numbers)
+        lines = [f"I need to make {target} from {_values(start)}, using each number once."]
+        answer = self._solve(start, goal, lines, self.min_dead_ends)
+        lines.append(f"So the answer is {answer.text()} = {target}.")
+        return think_answer("\n".join(lines), answer.text())
+
+    def _solve(self, items: tuple[Expr, ...], goal: Fraction, lines: list[str], min_dead_ends: int) -> Expr:
+        """Write the search from a state that can reach ``goal``; return the winning expression."""
+        moves = _ranked_moves(items, goal)
+        if len(items) == 2:
+            win = next(m for m in moves if m.result.value == goal)
+            lines.append(f"{win.text}. Found it.")
+            return win.result
+        reachable = [_reachable(m.state, goal) for m in moves]
+        first = reachable.index(True)
+        before = [m for m, ok in zip(moves[:first], reachable) if not ok][:self.max_dead_ends]
+        after = [m for m, ok in zip(moves[first + 1:], reachable[first + 1:]) if not ok]
+        shown = before + after[:max(0, min_dead_ends - len(before))]
+        for move in shown:
+            lines.append(f"Try {move.text}. Left: {_values(move.state)}.")
+            self._dead_end(move.state, goal, lines)
+        win = moves[first]
+        lines.append(f"Try {win.text}. Left: {_values(win.state)}.")
+        return self._solve(win.state, goal, lines, 0)
+
+    def _dead_end(self, items: tuple[Expr, ...], goal: Fraction, lines: list[str]) -> None:
+        """A short look into a state that cannot reach ``goal``, ending in a note to back up."""
+        moves = _ranked_moves(items, goal)
+        if len(items) == 2:
+            closest = " and ".join(f"{m.text}" for m in moves[:2])
+            lines.append(f"Closest: {closest}; not {number(goal)}. Back up.")
+            return
+        for move in moves[:self.inner_tries]:
+            lines.append(f"  Try {move.text}. Left: {_values(move.state)}.")
+            best = _ranked_moves(move.state, goal)[0]
+            if len(move.state) == 2:
+                lines.append(f"  Closest: {best.text}; not {number(goal)}.")
+            else:
+                lines.append(f"  Nothing close from there (best {best.text}).")
+        lines.append(f"No way to {number(goal)} from {_values(items)}. Back up.")
+
+
+def _moves(items: tuple[Expr, ...]) -> Iterator[Move]:
+    """Every way to combine two of the numbers (both operand orders for - and /), duplicates removed."""
+    seen: set[tuple[Fraction, tuple[Fraction, ...]]] = set()
+    for i in range(len(items)):
+        for j in range(len(items)):
+            if i == j:
+                continue
+            a, b = items[i], items[j]
+            rest = tuple(e for k, e in enumerate(items) if k not in (i, j))
+            for op in "+-*/":
+                if (op in "+*" and i > j) or (op == "/" and b.value == 0):
+                    continue
+                result = Expr.combine(a, op, b)
+                key = (result.value, tuple(sorted(e.value for e in rest)))
+                if key not in seen:
+                    seen.add(key)
+                    yield Move(f"{number(a.value)} {op} {number(b.value)} = {number(result.value)}", result, rest)
+
+
+def _ranked_moves(items: tuple[Expr, ...], goal: Fraction) -> list[Move]:
+    """Promising moves first: whole positive results before the rest, then the closest to ``goal``."""
+    def rank(m: Move) -> tuple[bool, Fraction]:
+        v = m.result.value
+        return not (v.denominator == 1 and v > 0), abs(v - goal)
+
+    return sorted(_moves(items), key=rank)
+
+
+def _reachable(state: tuple[Expr, ...], goal: Fraction) -> bool:
+    return _reachable_values(tuple(sorted(e.value for e in state)), goal)
+
+
+@functools.lru_cache(maxsize=65536)
+def _reachable_values(values: tuple[Fraction, ...], goal: Fraction) -> bool:
+    """Whether some expression of ``values`` (each once) equals ``goal``: the task's exact solver decides."""
+    if len(values) == 1:
+        return values[0] == goal
+    return solve_countdown(list(values), goal) is not None  # exact over Fractions too
+
+
+PROGRAM_TEACHERS = {"arithmetic": ArithmeticTeacher, "countdown": CountdownTeacher}

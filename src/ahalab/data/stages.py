@@ -1,0 +1,20 @@
+"""The `distill_data` recipe stage: build a distillation dataset (see ahalab.data.build)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ahalab.pipeline import register_stage
+
+FILES = ("train", "journey", "shortcut", "shortcut_tokens")
+
+
+@register_stage("distill_data", outputs=("dir", *FILES), about="teacher traces -> filters -> decontamination -> "
+                "chat JSONL (absent files are null)")
+def distill_data_stage(config: dict[str, Any], stage_dir: Path, resume: bool) -> dict[str, Any]:
+    from ahalab.config import from_dict
+    from ahalab.data.build import DataConfig, build_dataset
+
+    cfg = from_dict(DataConfig, {**config, "out": str(stage_dir)}, f"stage {stage_dir.name}")
+    built = build_dataset(cfg)  # the teacher cache in stage_dir makes a re-run resume
+    return {"dir": built["dir"], **{name: built.get(name) for name in FILES}}

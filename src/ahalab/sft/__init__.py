@@ -1,0 +1,1 @@
+"""Supervised fine-tuning: completion-only collation with packing, the trainer, `ahalab sft`."""

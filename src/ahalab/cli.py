@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "ahalab.models.commands",
     "ahalab.eval.commands",
     "ahalab.scaling.commands",
+    "ahalab.rl.commands",
     "ahalab.data.commands",
     "ahalab.sft.commands",
     "ahalab.pipeline",

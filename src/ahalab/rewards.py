@@ -1,0 +1,129 @@
+"""Reward functions with TRL's contract: ``fn(completions: list[str], **columns) -> list[float | None]``.
+
+``completions`` are full assistant texts (the prompt's assistant prefix, e.g. ``<think>`` for the r1
+format, joined in front). Columns are per-completion lists: ``problem`` (``Problem``), ``answer``
+(gold string) and ``completion_tokens`` (token counts). ``None`` means "does not apply here";
+``combine`` skips it. Options a reward needs beyond the columns (the task, token budgets, weights of
+its own) are keyword-only parameters, bound once by ``get_reward(name, **context)``.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ahalab.errors import UserError
+
+RewardFn = Callable[..., list[float | None]]
+REWARDS: dict[str, RewardFn] = {}
+
+# <think> reasoning </think> <answer> final answer </answer>, nothing else around it.
+R1_FORMAT = re.compile(r"^\s*<think>(?:(?!</?think>).)*</think>\s*<answer>(?:(?!</?answer>).)*</answer>\s*$", re.S)
+R1_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
+
+
+def register(fn: RewardFn) -> RewardFn:
+    """Add ``fn`` to the registry under its function name."""
+    REWARDS[fn.__name__] = fn
+    return fn
+
+
+def get_reward(name: str, **context: Any) -> RewardFn:
+    """The reward ``name`` with those of ``context``'s keywords it accepts bound (e.g. task, max_tokens)."""
+    if name not in REWARDS:
+        raise UserError(f"unknown reward '{name}' (rewards: {', '.join(sorted(REWARDS))})")
+    fn = REWARDS[name]
+    accepted = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    bound = functools.partial(fn, **{k: v for k, v in context.items() if k in accepted})
+    bound.__name__ = name  # type: ignore[attr-defined]
+    return bound
+
+
+def combine(rewards: dict[str, Sequence[float | None]], weights: dict[str, float]) -> list[float]:
+    """Per-completion weighted sum over the named rewards; a ``None`` is skipped (0.0 if all are None)."""
+    n = len(next(iter(rewards.values()))) if rewards else 0
+    return [sum(weights[k] * r[i] for k, r in rewards.items() if r[i] is not None) for i in range(n)]
+
+
+@register
+def accuracy(completions: list[str], problem: list, *, task, **_: Any) -> list[float | None]:
+    """The task verifier's score (1.0 right, 0.0 wrong; partial credit where the task defines it)."""
+    return [task.grade(p, c).score for c, p in zip(completions, problem)]
+
+
+@register
+def format_exact(completions: list[str], **_: Any) -> list[float | None]:
+    """1.0 when the text is exactly ``<think>...</think><answer>...</answer>``, else 0.0."""
+    return [float(bool(R1_FORMAT.match(c))) for c in completions]
+
+
+@register
+def format_soft(completions: list[str], **_: Any) -> list[float | None]:
+    """Partial credit: 0.25 per R1 tag present exactly once, so the first ``</think>`` already pays.
+
+    With the r1 prompt's ``<think>`` prefix every completion starts at 0.25; closing the reasoning and
+    opening/closing an answer each add a step, which gives GRPO a signal long before the exact layout.
+    """
+    return [sum(0.25 for tag in R1_TAGS if c.count(tag) == 1) for c in completions]
+
+
+SCRIPTS = {
+    "en": re.compile(r"[A-Za-z]"),
+    "latin": re.compile(r"[A-Za-z\u00C0-\u024F]"),
+    "zh": re.compile(r"[\u4E00-\u9FFF\u3400-\u4DBF]"),
+}
+
+
+@register
+def language(completions: list[str], *, lang: str = "en", **_: Any) -> list[float | None]:
+    """Share of letters in the reasoning (inside ``<think>``, else the whole text) in ``lang``'s script.
+
+    R1's language-consistency reward; ``None`` for a reasoning without letters.
+    """
+    if lang not in SCRIPTS:
+        raise UserError(f"language reward: unknown lang '{lang}' (one of {', '.join(SCRIPTS)})")
+    out: list[float | None] = []
+    for c in completions:
+        m = THINK.search(c)
+        letters = [ch for ch in (m.group(1) if m else c) if ch.isalpha()]
+        out.append(sum(bool(SCRIPTS[lang].match(ch)) for ch in letters) / len(letters) if letters else None)
+    return out
+
+
+@register
+def cosine(completions: list[str], problem: list, completion_tokens: list[int], *, task, max_tokens: int,
+           min_correct: float = 0.5, max_correct: float = 1.0, min_wrong: float = -1.0, max_wrong: float = -0.5,
+           **_: Any) -> list[float | None]:
+    """Length-aware accuracy (cosine-scaled, "Demystifying long CoT"): short right answers earn most,
+    wrong answers are punished less the longer the model thought. Length is in tokens, up to ``max_tokens``.
+    """
+    out: list[float | None] = []
+    for c, p, n in zip(completions, problem, completion_tokens):
+        # the short end (length 0) gets the first value, the long end (max_tokens) the second
+        short, long = (max_correct, min_correct) if task.grade(p, c).correct else (min_wrong, max_wrong)
+        progress = min(n / max_tokens, 1.0)
+        out.append(long + 0.5 * (short - long) * (1.0 + math.cos(progress * math.pi)))
+    return out
+
+
+@register
+def repetition(completions: list[str], *, ngram: int = 3, max_penalty: float = -1.0, **_: Any) -> list[float | None]:
+    """``max_penalty`` x the share of repeated word n-grams (0.0 for text shorter than one n-gram)."""
+    out: list[float | None] = []
+    for c in completions:
+        words = c.lower().split()
+        grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
+        out.append((1.0 - len(set(grams)) / len(grams)) * max_penalty if grams else 0.0)
+    return out
+
+
+@register
+def overlong(completions: list[str], completion_tokens: list[int], *, max_tokens: int, cache: int = 32,
+             **_: Any) -> list[float | None]:
+    """DAPO's soft overlong punishment: 0 up to ``max_tokens - cache`` tokens, then a linear ramp to -1."""
+    start = max_tokens - cache
+    return [0.0 if n <= start else max(-1.0, (start - n) / cache) for n in completion_tokens]

@@ -1,0 +1,91 @@
+"""ZeroConfig: every setting of an `ahalab zero` run (R1-Zero: GRPO straight on a model, rule rewards)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ahalab.errors import UserError
+from ahalab.rl.grpo import LOSS_PRESETS
+
+
+@dataclass
+class ZeroEval:
+    """Held-out greedy evaluation during training (problems drawn with a different seed, never trained on)."""
+
+    every: int = 10  # steps; 0: never
+    data: str | None = None  # a held-out file (default: drawn from the training data and removed from it)
+    limit: int = 200
+    max_tokens: int = 256
+    at_start: bool = True  # evaluate the untrained model as step 0
+
+
+@dataclass
+class ZeroConfig:
+    # model and data
+    model: str = "smollm2-135m"
+    task: str = "arithmetic"
+    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {level: 1} for arithmetic
+    data: str | None = None  # file-based tasks: training data (JSONL or hub id)
+    train_size: int = 5000  # problems in the training pool (synthetic tasks generate this many)
+    format: str = "r1"
+    chat: bool | None = None  # None: the chat template when the tokenizer has one
+    # rollouts
+    steps: int = 25
+    prompts_per_step: int = 8
+    generations: int = 8
+    max_new_tokens: int = 160
+    temperature: float = 1.0
+    top_p: float = 1.0
+    engine: str | None = None  # vllm (default when installed) | hf
+    engine_dtype: str | None = None  # None: the engine's default (vLLM bfloat16, HF float32)
+    # rewards: name -> weight (see ahalab.rewards.REWARDS), and per-reward options
+    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format_soft": 0.5})
+    reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the GRPO variant; unset fields below take the variant's preset (see ahalab.rl.grpo.LOSS_PRESETS)
+    loss: str = "grpo"
+    scale_rewards: str | None = None  # std | none
+    baseline: str | None = None  # mean | rloo
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    dynamic_sampling: bool | None = None  # drop groups whose rewards are all equal and sample more prompts
+    max_sampling_rounds: int = 4  # dynamic sampling: rollout rounds per step at most
+    mask_truncated: bool = False  # leave completions that hit max_new_tokens out of the loss
+    beta: float = 0.0  # KL to the frozen initial model (k3 estimator); 0: no reference model
+    mu: int = 1  # optimisation passes per batch
+    # optimisation
+    lr: float = 1e-5
+    lr_schedule: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    micro_batch_tokens: int = 2048  # tokens per forward (sequences sorted by length, padded per micro-batch)
+    bf16: bool = False  # bf16 autocast for the policy forward/backward (log-softmax stays float32)
+    lora_r: int = 0  # 0: full fine-tuning
+    lora_alpha: int | None = None  # None: 2 x lora_r
+    lora_targets: str = "all-linear"  # or module names, comma-separated: q_proj,v_proj
+    threads: int | None = None  # torch threads (None: torch's default)
+    # run directory
+    seed: int = 0
+    eval: ZeroEval = field(default_factory=ZeroEval)
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    sample_every: int = 5  # write one group's completions to samples.jsonl every K steps
+    out: str | None = None
+
+    def preset(self, key: str) -> Any:
+        """This run's value of a variant setting: the explicit one, else the loss preset's."""
+        value = getattr(self, key)
+        return LOSS_PRESETS[self.loss][key] if value is None else value
+
+    def validate(self) -> None:
+        if self.loss not in LOSS_PRESETS:
+            raise UserError(f"loss '{self.loss}': choose one of {', '.join(LOSS_PRESETS)}")
+        if self.generations < 2:
+            raise UserError("generations must be >= 2 (advantages compare completions of the same prompt)")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise UserError(f"lr_schedule '{self.lr_schedule}': choose constant or cosine")
+        for name, value in (("steps", self.steps), ("prompts_per_step", self.prompts_per_step),
+                            ("max_new_tokens", self.max_new_tokens), ("mu", self.mu),
+                            ("max_sampling_rounds", self.max_sampling_rounds)):
+            if value < 1:
+                raise UserError(f"{name} must be >= 1 (got {value})")

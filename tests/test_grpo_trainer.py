@@ -1,0 +1,276 @@
+"""The GRPO loop on the tiny model: masks, micro-batches, dynamic sampling, learning, NaN stop, kill -9 and resume."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ahalab.engines.base import Engine
+from ahalab.rewards import REWARDS
+from ahalab.rl.batch import Prefix, plan_batches
+from ahalab.rl.config import ZeroConfig, ZeroEval
+from ahalab.rl.rollout import PromptStream
+from ahalab.runs import RunDir
+from ahalab.types import Completion, Problem
+
+
+def tiny_config(model: str, out: Path, **kw) -> ZeroConfig:
+    base = dict(model=model, engine="hf", steps=4, prompts_per_step=2, generations=4, max_new_tokens=8,
+                train_size=50, rewards={"language": 1.0, "repetition": 1.0}, lr=1e-2, threads=1,
+                eval=ZeroEval(every=0), checkpoint_every=0, sample_every=0, out=str(out))
+    return ZeroConfig(**{**base, **kw})
+
+
+def make_trainer(cfg: ZeroConfig, resume: bool = False):
+    from ahalab.rl.trainer import ZeroTrainer
+
+    return ZeroTrainer(cfg, RunDir.create(cfg.out, "zero", dataclasses.asdict(cfg)), resume=resume)
+
+
+# --- batching -----------------------------------------------------------------------------------------
+
+
+def test_plan_shares_prompts_and_sorts_completions():
+    prompts = [[1, 2, 3]] * 3 + [[4, 5]] * 2 + [[6, 7, 8, 9]]
+    completions = [[2] * n for n in (2, 5, 1, 4, 6, 3)]
+    chunks = plan_batches(prompts, completions, [0, 1, 2, 3, 4, 5], max_tokens=8, pad_id=0)
+    assert [c.ids.shape[0] for c in chunks] == [2, 1]  # longest prompts first, <= 8 padded prompt tokens a chunk
+    rows = [i for c in chunks for mb in c.micro_batches for i in mb.index.tolist()]
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5]
+    for chunk in chunks:
+        assert len({tuple(r) for r in chunk.ids.tolist()}) == chunk.ids.shape[0]
+        assert torch.all(chunk.ids[:, -1] != 0)  # every prompt ends in the last column
+        for mb in chunk.micro_batches:
+            assert mb.ids.numel() <= 8 or len(mb.index) == 1
+            assert mb.mask.sum(1).tolist() == [len(completions[i]) for i in mb.index.tolist()]
+            for row, i in enumerate(mb.index.tolist()):
+                prompt = chunk.ids[mb.prompt[row]][chunk.mask[mb.prompt[row]].bool()].tolist()
+                assert prompt == prompts[i]
+        lengths = [len(completions[i]) for mb in chunk.micro_batches for i in mb.index.tolist()]
+        assert lengths == sorted(lengths, reverse=True)  # longest first: little padding
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_logprobs_exclude_prompt_and_padding(tiny_model, bf16):
+    """Shared-prompt, padded micro-batches give each sequence's log-probabilities as a lone plain forward does."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [5, 6, 7, 8, 9], [12, 13, 14]]
+    completions = [[20, 21], [22, 23, 24, 25, 26], [27], [30, 31, 32]]
+    chunks = plan_batches(prompts, completions, [0, 1, 2, 3], max_tokens=6, pad_id=0)
+    assert len(chunks) == 2 and sum(len(c.micro_batches) for c in chunks) > 2
+    seen = []
+    with torch.no_grad():
+        for chunk in chunks:
+            prefix = Prefix(model, chunk, autocast=bf16)
+            for mb in chunk.micro_batches:
+                got = prefix.logprobs(mb)
+                for row, i in enumerate(mb.index.tolist()):
+                    ids = torch.tensor([prompts[i] + completions[i]])  # alone: no padding at all
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        logits = model(ids).logits[0, len(prompts[i]) - 1:-1]
+                    logits = logits.float().log_softmax(-1)
+                    expected = logits.gather(-1, torch.tensor(completions[i])[:, None])[:, 0]
+                    n = len(completions[i])
+                    torch.testing.assert_close(got[row, :n], expected, atol=0.05 if bf16 else 1e-5, rtol=0)
+                    assert torch.all(got[row, n:] == 0) and torch.all(mb.mask[row, n:] == 0)
+                    seen.append(i)
+    assert sorted(seen) == [0, 1, 2, 3]
+
+
+def test_prompt_stream_is_seeded_and_resumable():
+    problems = [Problem(id=str(i), question=f"q{i}", answer=str(i)) for i in range(5)]
+    first = [p.id for p in PromptStream(problems, seed=3).take(12)]
+    assert sorted(first[:5]) == sorted(first[5:10]) == ["0", "1", "2", "3", "4"]  # every epoch a permutation
+    later = PromptStream(problems, seed=3, position=7)
+    assert [p.id for p in later.take(5)] == first[7:12]
+
+
+# --- dynamic sampling -------------------------------------------------------------------------------------
+
+
+class ScriptedEngine(Engine):
+    """Answers "What is A + B?": always right when A is even (a group with no signal), else right half the time."""
+
+    name = "scripted"
+
+    def __init__(self, tokenizer) -> None:
+        super().__init__("scripted")
+        self._tokenizer = tokenizer
+        self.calls = 0
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_tokens=256, stop=None, seed=None,
+                 logprobs=False):
+        self.calls += 1
+        out = []
+        for prompt in prompts:
+            a, b = map(int, re.findall(r"What is (\d+) \+ (\d+)\?", prompt)[0])
+            answers = [a + b if a % 2 == 0 or j % 2 == 0 else a + b + 1 for j in range(n)]
+            ids = self._tokenizer(prompt)["input_ids"]
+            out.append([Completion(f"</think> <answer>{x}</answer>", self._tokenizer(str(x))["input_ids"], "stop",
+                                   prompt_token_ids=ids) for x in answers])
+        return out
+
+    def load_weights(self, named_tensors):
+        pass
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model, tmp_path, dynamic):
+    cfg = tiny_config(tiny_model, tmp_path, loss="dapo", dynamic_sampling=dynamic, prompts_per_step=4,
+                      max_sampling_rounds=20, rewards={"accuracy": 1.0})
+    trainer = make_trainer(cfg)
+    trainer.engine = ScriptedEngine(trainer.tokenizer)
+    batch, sampled = trainer.sample_batch(step=1)
+    flat = [int(p.question.split()[2]) % 2 == 0 for p in sampled.problems]
+    assert sampled.num_groups == trainer.stream.position  # every drawn prompt was sampled once
+    if dynamic:
+        assert batch.num_groups == 4 and all(s > 0 for s in batch.group_std().tolist())
+        assert sampled.num_groups == 4 + sum(flat) and trainer.engine.calls > 1
+    else:
+        assert batch.num_groups == sampled.num_groups == 4 and trainer.engine.calls == 1
+    metrics = trainer.rollout_metrics(sampled, batch)
+    assert metrics["zero_std_groups"] == pytest.approx(sum(flat) / len(flat))
+    assert batch.advantages.view(-1, 4).sum(1).abs().max() < 1e-5
+
+
+# --- learning, NaN -------------------------------------------------------------------------------------------
+
+
+def test_a_trivial_reward_rises(tiny_model, tmp_path, monkeypatch):
+    """"Say 7": the reward counts the 7s in a completion; GRPO teaches the random tiny model to say them."""
+    monkeypatch.setitem(REWARDS, "say7", lambda completions, **_: [c.count("7") / 4 for c in completions])
+    cfg = tiny_config(tiny_model, tmp_path, steps=15, prompts_per_step=2, generations=8, rewards={"say7": 1.0})
+    make_trainer(cfg).train()
+    rewards = [r["reward_mean"] for r in RunDir(tmp_path).metrics()]
+    assert len(rewards) == 15
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.5, rewards
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_model, tmp_path, monkeypatch):
+    from ahalab.rl import trainer as trainer_module
+    from ahalab.rl.trainer import TrainingError
+
+    trainer = make_trainer(tiny_config(tiny_model, tmp_path, steps=1, checkpoint_every=1))
+    trainer.train()
+    real = trainer_module.grpo_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(trainer_module, "grpo_loss", nan_loss)
+    trainer.cfg.steps, trainer.cfg.checkpoint_every = 6, 0
+    with pytest.raises(TrainingError, match="not finite.*step-000001"):
+        trainer.train()
+    assert len(RunDir(tmp_path).metrics()) < 6  # the failing step is not logged
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001"]
+
+
+# --- vLLM weight sync --------------------------------------------------------------------------------------
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed")
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_vllm_gets_the_trained_weights(tiny_model, tmp_path, lora_r):
+    """After training steps, vLLM's log-probabilities are the policy's (LoRA: merged), not the base model's."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    cfg = tiny_config(tiny_model, tmp_path, engine="vllm", engine_dtype="float32", steps=2, lora_r=lora_r)
+    trainer = make_trainer(cfg)
+    trainer.train()
+    assert sum(r["sequences_trained"] for r in RunDir(tmp_path).metrics()) > 0
+    prompts = [trainer.render(p.question)[0] for p in trainer.stream.problems[:4]]
+    outs = [o[0] for o in trainer.engine.generate(prompts, max_tokens=8, logprobs=True)]
+    pr, cm = [c.prompt_token_ids for c in outs], [c.token_ids for c in outs]
+    chunks = plan_batches(pr, cm, list(range(4)), 10_000, 0)
+
+    def logprobs(model) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [Prefix(model, chunk).logprobs(mb)[row, :len(cm[i])] for chunk in chunks for mb in
+                    chunk.micro_batches for row, i in enumerate(mb.index.tolist())]
+
+    order = [i for chunk in chunks for mb in chunk.micro_batches for i in mb.index.tolist()]
+    engine = [torch.tensor(outs[i].logprobs) for i in order]
+    from ahalab.models import load_model
+
+    for got, policy in zip(engine, logprobs(trainer.policy)):
+        torch.testing.assert_close(got, policy, atol=1e-4, rtol=0)
+    base = logprobs(load_model(tiny_model)[0])
+    assert max((got - b).abs().max() for got, b in zip(engine, base)) > 1e-3
+
+
+# --- kill -9 and resume ------------------------------------------------------------------------------------
+
+
+def _cli(model: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ahalab.cli", "zero", "--model", model, "--engine", "hf", "--out", str(out),
+            "--steps", "8", "--prompts-per-step", "2", "--generations", "4", "--max-new-tokens", "8",
+            "--lr", "0.01", "--threads", "1", "--seed", "3", "train_size=50", "checkpoint_every=2", "sample_every=1",
+            "eval.every=3", "eval.limit=4", "eval.max_tokens=8", "rewards={language: 1.0, repetition: 1.0}", *extra]
+
+
+def _series(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
+
+
+def test_kill_and_resume_reproduce_the_uninterrupted_run(tiny_model, tmp_path):
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run(_cli(tiny_model, tmp_path / "full"), check=True, env=env, capture_output=True, timeout=120)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(tiny_model, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while not (killed / "checkpoints" / "step-000004").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+
+    subprocess.run(_cli(tiny_model, killed, "--resume"), check=True, env=env, capture_output=True, timeout=120)
+    assert [r["step"] for r in _series(killed)] == list(range(9))
+    assert _series(killed) == _series(tmp_path / "full")
+    samples = [json.loads(line)["step"] for line in (killed / "samples.jsonl").read_text().splitlines()]
+    assert samples == [s for s in range(1, 9) for _ in range(4)]
+
+
+# --- command line and recipes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].glob("recipes/zero_*.yaml")), ids=lambda p: p.name)
+def test_recipes_load(recipe):
+    from ahalab.config import load_config
+
+    cfg = load_config(ZeroConfig, recipe, ["steps=3", "eval.limit=10"])
+    cfg.validate()
+    assert cfg.steps == 3 and cfg.eval.limit == 10
+
+
+def test_zero_help_lists_the_flags():
+    import argparse
+
+    from ahalab.rl.commands import add_parser
+
+    parser = argparse.ArgumentParser(prog="ahalab")
+    add_parser(parser.add_subparsers())
+    text = parser._subparsers._group_actions[0].choices["zero"].format_help()
+    for flag in ("--prompts-per-step", "--generations", "--max-new-tokens", "--loss", "--beta", "--mu", "--lora-r",
+                 "--resume", "--config", "key=value"):
+        assert flag in text

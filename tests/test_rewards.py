@@ -1,0 +1,80 @@
+"""Reward functions on crafted completions, the registry and the weighted sum."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ahalab.errors import UserError
+from ahalab.rewards import REWARDS, combine, get_reward
+from ahalab.tasks import get_task
+from ahalab.types import Problem
+
+PROBLEM = Problem(id="p", question="What is 2 + 3?", answer="5")
+GOOD = "<think>2 plus 3 is 5</think> <answer>5</answer>"
+WRONG = "<think>2 plus 3 is 6</think> <answer>6</answer>"
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("arithmetic")
+
+
+def test_accuracy_uses_the_task_verifier(task):
+    fn = get_reward("accuracy", task=task, max_tokens=100)
+    texts = [GOOD, WRONG, "The answer is 5.", "no idea"]
+    assert fn(texts, problem=[PROBLEM] * 4, answer=["5"] * 4) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_format_exact():
+    fn = REWARDS["format_exact"]
+    texts = [GOOD, "<think>a</think>\n<answer>b</answer>\n", "<think>a</think> <answer>b</answer> extra",
+             "<think>a <answer>b</answer>", "<think>a</think><think>b</think><answer>c</answer>"]
+    assert fn(texts) == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_format_soft_gives_partial_credit_per_tag():
+    fn = REWARDS["format_soft"]
+    texts = ["<think>just thinking", "<think>done</think> 5", "<think>a</think> <answer>5", GOOD,
+             "<think>a</think></think>", "plain"]
+    assert fn(texts) == [0.25, 0.5, 0.75, 1.0, 0.25, 0.0]
+
+
+def test_language_share_of_target_script():
+    fn = get_reward("language")
+    texts = ["<think>abc def</think><answer>1</answer>", "<think>ab 你好</think>", "<think>123 + 4</think>",
+             "no tags at all"]
+    assert fn(texts) == [1.0, 0.5, None, 1.0]
+    assert get_reward("language", lang="zh")(["<think>ab 你好</think>"]) == [0.5]
+    with pytest.raises(UserError):
+        get_reward("language", lang="xx")(["a"])
+
+
+def test_cosine_prefers_short_right_and_long_wrong(task):
+    fn = get_reward("cosine", task=task, max_tokens=100)
+    out = fn([GOOD, GOOD, WRONG, WRONG, GOOD], problem=[PROBLEM] * 5, completion_tokens=[0, 100, 0, 100, 50])
+    assert out[:4] == pytest.approx([1.0, 0.5, -1.0, -0.5])
+    assert out[4] == pytest.approx(0.75)  # halfway: the middle of [0.5, 1.0]
+
+
+def test_repetition_penalty():
+    fn = REWARDS["repetition"]
+    assert fn(["a b c d e", "a b a b a b", "a b"]) == pytest.approx([0.0, -(1 - 2 / 4), 0.0])
+
+
+def test_overlong_soft_punishment():
+    fn = get_reward("overlong", max_tokens=100, cache=20)
+    assert fn(["x"] * 4, completion_tokens=[50, 80, 90, 100]) == pytest.approx([0.0, 0.0, -0.5, -1.0])
+
+
+def test_get_reward_binds_only_accepted_context():
+    fn = get_reward("format_exact", task="unused", max_tokens=5)
+    assert fn([GOOD]) == [1.0]
+    with pytest.raises(UserError, match="unknown reward"):
+        get_reward("nope")
+
+
+def test_combine_skips_missing():
+    out = combine({"a": [1.0, None, None], "b": [0.5, 0.5, None]}, {"a": 2.0, "b": 1.0})
+    assert out == [2.5, 0.5, 0.0]
+    assert not any(math.isnan(x) for x in out)

@@ -1,7 +1,6 @@
 """OpenAI-compatible teacher client: retries through a fault-injecting proxy, resumable cache, kill -9 + restart."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -87,13 +87,9 @@ def run_data(args: argparse.Namespace) -> int:
 def run_distill_command(args: argparse.Namespace) -> int:
     from ahalab.config import load_config
     from ahalab.data.distill import DistillConfig, run_distill
-    from ahalab.errors import UserError
+    from ahalab.eval.commands import recipe_path
 
-    recipe = args.config
-    if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out, the run directory to continue")
-        recipe = f"{args.out}/config.yaml"
+    recipe = recipe_path(args)
     nest = ("task", "teacher", "teacher_model", "base_url", "samples", "journey", "limit")
     cfg = load_config(DistillConfig, recipe, args.overrides, _flags(args, nest))
     summary, run = run_distill(cfg, resume=args.resume)

@@ -59,6 +59,17 @@ def explicit_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict
     return {k: v for k, v in vars(args).items() if v is not None and k not in ignore}
 
 
+def recipe_path(args: argparse.Namespace) -> str | None:
+    """The recipe to load: ``--config``, or with ``--resume`` the run directory's own config.yaml."""
+    from ahalab.errors import UserError
+
+    if not getattr(args, "resume", False):
+        return args.config
+    if not args.out:
+        raise UserError("--resume needs --out, the run directory to continue")
+    return f"{args.out}/config.yaml"
+
+
 def run(args: argparse.Namespace) -> int:
     from ahalab.config import load_config
 

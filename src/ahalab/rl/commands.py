@@ -49,17 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ahalab.config import load_config, to_dict
-    from ahalab.errors import UserError
-    from ahalab.eval.commands import explicit_flags
+    from ahalab.eval.commands import explicit_flags, recipe_path
     from ahalab.rl.config import ZeroConfig
     from ahalab.rl.trainer import ZeroTrainer
     from ahalab.runs import RunDir
 
-    recipe = args.config
-    if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out, the run directory to continue")
-        recipe = f"{args.out}/config.yaml"
+    recipe = recipe_path(args)
     cfg = load_config(ZeroConfig, recipe, args.overrides, explicit_flags(args, skip=("resume",)))
     run_dir = RunDir.create(cfg.out, "zero", to_dict(cfg))
     summary = ZeroTrainer(cfg, run_dir, resume=args.resume).train()

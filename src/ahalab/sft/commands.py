@@ -50,16 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ahalab.config import load_config, to_dict
-    from ahalab.errors import UserError
-    from ahalab.eval.commands import explicit_flags
+    from ahalab.eval.commands import explicit_flags, recipe_path
     from ahalab.runs import RunDir
     from ahalab.sft.trainer import SFTConfig, SFTTrainer
 
-    recipe = args.config
-    if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out, the run directory to continue")
-        recipe = f"{args.out}/config.yaml"
+    recipe = recipe_path(args)
     flags = explicit_flags(args, skip=("resume", "eval_specs"))
     if args.eval_specs:
         flags["evals"] = [parse_eval_spec(s) for s in args.eval_specs]

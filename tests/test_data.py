@@ -335,3 +335,20 @@ def test_build_sample_journeys_from_an_engine_teacher(tmp_path, tiny_model):
     first = completion_of(journey[0])
     assert "So the answer is 0." in first and "Wait" in first and first.endswith("<answer>2</answer>")
     assert completion_of(shortcut[0]) == "<think>\nthinking 2\n</think>\n<answer>2</answer>"
+
+
+def test_non_reasoning_rows_keep_only_the_verified_answer(tmp_path, tiny_model):
+    """R1's non-reasoning data: the teacher answers in `direct`, rows are written in r1 with an empty think."""
+    from transformers import AutoTokenizer
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n{"question": "What is 0 + 1?", "answer": "1"}\n')
+    cfg = DataConfig(task="arithmetic", data=str(problems), teacher="engine", samples=3, format="direct",
+                     row_format="r1", reasoning=False, out=str(tmp_path / "d"))
+    rows = load_rows(build_dataset(cfg, engine=EchoEngine(AutoTokenizer.from_pretrained(tiny_model)))["train"])
+    assert [r["problem_id"] for r in rows] == ["arith-00000", "arith-00001"]
+    assert [completion_of(r) for r in rows] == ["<think>\n\n</think>\n<answer>2</answer>",
+                                                "<think>\n\n</think>\n<answer>1</answer>"]
+    assert rows[0]["kind"] == "direct" and "<think>" in rows[0]["messages"][0]["content"]  # the r1 system prompt
+    with pytest.raises(UserError, match="not journey data"):
+        build_dataset(DataConfig(task="countdown", journey="search", reasoning=False, out=str(tmp_path / "e")))

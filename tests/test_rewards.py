@@ -78,3 +78,25 @@ def test_combine_skips_missing():
     out = combine({"a": [1.0, None, None], "b": [0.5, 0.5, None]}, {"a": 2.0, "b": 1.0})
     assert out == [2.5, 0.5, 0.0]
     assert not any(math.isnan(x) for x in out)
+
+
+def test_reward_model_scores_only_unverifiable_prompts(tiny_model, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.num_labels = 1
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "rm")
+    open_ended, checked = Problem("o", "Write a haiku.", ""), Problem("c", "What is 1 + 1?", "2")
+    problems = [open_ended, open_ended, checked, checked]
+    texts = ["<answer>2</answer>", "hm", "<answer>2</answer>", "<answer>3</answer>"]
+    rm = get_reward("reward_model", path=str(tmp_path / "rm"))
+    scores = rm(texts, problem=problems)
+    assert scores[2:] == [None, None] and all(0 < s < 1 for s in scores[:2])
+    assert get_reward("accuracy", task=get_task("arithmetic"))(texts, problem=problems) == [None, None, 1.0, 0.0]
+    assert all(s is not None for s in get_reward("reward_model", path=str(tmp_path / "rm"), where="all")(
+        texts, problem=problems))
+    assert combine({"accuracy": [None, 1.0], "reward_model": [0.5, None]}, {"accuracy": 1.0, "reward_model": 2.0}) \
+        == [1.0, 1.0]
+    with pytest.raises(UserError, match="needs a checkpoint"):
+        get_reward("reward_model")(texts, problem=problems)

@@ -214,6 +214,8 @@ def test_jsonl_task_field_mapping_and_limits(tmp_path) -> None:
     assert [p.id for p in get_task("jsonl", question_field="q", answer_field="a").load(path)][:2] == ["jsonl-00000",
                                                                                                      "jsonl-00001"]
     assert get_task("jsonl", extractors="answer_tag,whole").extractors == ("answer_tag", "whole")
+    open_ended = get_task("jsonl", question_field="q", answer_field=None).load(path, limit=2)  # no gold answers
+    assert [(p.question, p.answer) for p in open_ended] == [("Capital 0?", ""), ("Capital 1?", "")]
     with pytest.raises(TaskError, match="valid: answer_tag"):
         get_task("jsonl", extractors="answer_tag,nope")
     with pytest.raises(TaskError, match="--data"):

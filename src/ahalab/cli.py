@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "ahalab.data.commands",
     "ahalab.sft.commands",
     "ahalab.pipeline",
+    "ahalab.eval.compare",
 ]
 
 
@@ -36,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow the flags (argparse stops collecting them at the first flag)
+        if not (isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-")
+                                                                            for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

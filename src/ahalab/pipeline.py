@@ -41,15 +41,27 @@ class StageKind:
     outputs: tuple[str, ...]
     run: StageRunner
     about: str = ""
+    config: str = ""  # "module:Class", the dataclass a stage config must fit (checked by --dry-run)
+
+    def config_keys(self) -> set[str] | None:
+        if not self.config:
+            return None
+        import dataclasses
+        import importlib
+
+        module, cls = self.config.split(":")
+        return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls)) if f.init} - {"out"}
 
 
 STAGE_KINDS: dict[str, StageKind] = {}
 
 
-def register_stage(name: str, outputs: tuple[str, ...], about: str = "") -> Callable[[StageRunner], StageRunner]:
-    """Decorator: make ``fn`` runnable as a recipe stage of kind ``name`` producing ``outputs``."""
+def register_stage(name: str, outputs: tuple[str, ...], about: str = "",
+                   config: str = "") -> Callable[[StageRunner], StageRunner]:
+    """Decorator: make ``fn`` runnable as a recipe stage of kind ``name`` producing ``outputs``; its config
+    must fit the dataclass ``config`` ("module:Class")."""
     def deco(fn: StageRunner) -> StageRunner:
-        STAGE_KINDS[name] = StageKind(name, outputs, fn, about)
+        STAGE_KINDS[name] = StageKind(name, outputs, fn, about, config)
         return fn
     return deco
 
@@ -62,7 +74,8 @@ def load_stage_kinds() -> None:
         importlib.import_module(mod)
 
 
-STAGE_MODULES = ["ahalab.eval.stages", "ahalab.data.stages", "ahalab.sft.stages"]
+STAGE_MODULES = ["ahalab.eval.stages", "ahalab.scaling.stages", "ahalab.rl.stages", "ahalab.data.stages",
+                 "ahalab.sft.stages"]
 
 
 @dataclass
@@ -108,13 +121,19 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[d
 
 
 def check_wiring(stages: list[Stage], path: str | Path = "recipe") -> None:
-    """Every stage kind exists and every ${stage.output} names an earlier stage's declared output."""
+    """Every stage kind exists, every config key is one its kind knows, and every ${stage.output} names an
+    earlier stage's declared output."""
     load_stage_kinds()
     produced: dict[str, tuple[str, ...]] = {}
     for st in stages:
         if st.kind not in STAGE_KINDS:
             raise UserError(f"{path}: stage '{st.name}': unknown kind '{st.kind}'; "
                             f"valid kinds: {', '.join(sorted(STAGE_KINDS))}")
+        keys = STAGE_KINDS[st.kind].config_keys()
+        unknown = sorted(set(st.config) - keys) if keys is not None else []
+        if unknown:
+            raise UserError(f"{path}: stage '{st.name}' ({st.kind}): unknown config key(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(sorted(keys))}")
         for key, src, out in refs(st.config):
             if src not in produced:
                 later = " (it runs later)" if any(s.name == src for s in stages) else ""
@@ -209,16 +228,16 @@ def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | Non
             shutil.rmtree(p.dir)
         p.dir.mkdir(parents=True, exist_ok=True)
         config = substitute(p.stage.config, values)
-        atomic_write_json(p.dir / "stage.json", {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash,
-                                                 "status": "running", "config": config})
+        meta = {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash, "config": config,
+                "reads": sorted({s for _, s, _ in refs(p.stage.config)})}
+        atomic_write_json(p.dir / "stage.json", {**meta, "status": "running"})
         log(f"== stage {p.stage.name} ({p.stage.kind})")
         t = time.perf_counter()
         outputs = STAGE_KINDS[p.stage.kind].run(config, p.dir, p.state == "resume")
         missing = set(STAGE_KINDS[p.stage.kind].outputs) - set(outputs)
         if missing:
             raise RuntimeError(f"stage kind '{p.stage.kind}' did not produce {', '.join(sorted(missing))}")
-        atomic_write_json(p.dir / "stage.json", {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash,
-                                                 "status": "done", "config": config, "outputs": outputs,
+        atomic_write_json(p.dir / "stage.json", {**meta, "status": "done", "outputs": outputs,
                                                  "wall_s": round(time.perf_counter() - t, 2)})
         values[p.stage.name] = outputs
     return values

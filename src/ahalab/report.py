@@ -59,6 +59,13 @@ def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequenc
     if len(series) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write a figure to ``path`` atomically (a temporary file renamed into place) and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -66,3 +73,28 @@ def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequenc
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def bar_plot(path: str | Path, labels: Sequence[str], series: dict[str, Sequence[float]], *, ylabel: str,
+             title: str = "") -> Path:
+    """One PNG of grouped bars: a group per label, a bar per series (name -> one value per label)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(labels) * max(len(series), 1)), 4.2), dpi=110)
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+        bars = ax.bar(xs, values, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -51,8 +51,38 @@ def combine(rewards: dict[str, Sequence[float | None]], weights: dict[str, float
 
 @register
 def accuracy(completions: list[str], problem: list, *, task, **_: Any) -> list[float | None]:
-    """The task verifier's score (1.0 right, 0.0 wrong; partial credit where the task defines it)."""
-    return [task.grade(p, c).score for c, p in zip(completions, problem)]
+    """The task verifier's score (1.0 right, 0.0 wrong; partial credit where the task defines it);
+    ``None`` for a prompt without a gold answer (nothing to verify)."""
+    return [task.grade(p, c).score if p.answer else None for c, p in zip(completions, problem)]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_reward_model(path: str) -> Any:
+    from ahalab.scaling.scorers import RewardModel
+
+    return RewardModel(path)
+
+
+@register
+def reward_model(completions: list[str], problem: list, *, path: str | None = None, where: str = "unverifiable",
+                 **_: Any) -> list[float | None]:
+    """A learned reward for what no rule can check (R1's last RL stage): the probability an HF
+    sequence-classification checkpoint at ``path`` gives each (question, completion). ``where="unverifiable"``
+    scores only prompts without a gold answer (``None`` for the others, which the rule rewards grade);
+    ``"all"`` scores every completion."""
+    if not path:
+        raise UserError("reward_model needs a checkpoint: reward_options.reward_model.path=DIR_OR_HUB_ID")
+    if where not in ("unverifiable", "all"):
+        raise UserError(f"reward_model: where must be 'unverifiable' or 'all' (got {where!r})")
+    out: list[float | None] = [None] * len(completions)
+    todo = [i for i, p in enumerate(problem) if where == "all" or not p.answer]
+    rm = _load_reward_model(path) if todo else None
+    for i in todo:  # consecutive completions of one prompt (a GRPO group) are scored in one batch
+        if out[i] is None:
+            same = [j for j in todo if j >= i and problem[j] is problem[i] and out[j] is None]
+            for j, score in zip(same, rm(problem[i], [completions[j] for j in same])):
+                out[j] = score
+    return out
 
 
 @register

@@ -41,7 +41,9 @@ class DataConfig:
     base_url: str | None = None  # openai endpoint, e.g. http://127.0.0.1:8000/v1
     teacher_options: dict[str, Any] | None = None  # more teacher arguments (concurrency, max_dead_ends, ...)
     engine: str | None = None
-    format: str = "r1"
+    format: str = "r1"  # the prompt format the teacher answers in
+    row_format: str | None = None  # the prompt format of the written rows (None: format)
+    reasoning: bool = True  # False: rows keep only the verified answer, with an empty <think> (non-reasoning data)
     samples: int = 1
     temperature: float = 0.8
     max_tokens: int = 1024
@@ -69,6 +71,8 @@ def check_config(cfg: DataConfig) -> None:
                         "and a right one")
     if cfg.match_tokens and cfg.journey is None:
         raise UserError("match_tokens compares a journey set with shortcuts: set journey")
+    if cfg.journey and (cfg.row_format or not cfg.reasoning):
+        raise UserError("row_format and reasoning: false apply to plain traces, not journey data")
     if cfg.teacher == "openai" and not (cfg.base_url and cfg.teacher_model):
         raise UserError("the openai teacher needs base_url and teacher_model")
 
@@ -132,8 +136,9 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
         if cfg.journey == "samples":
             pairs = journeys_from_samples(task, selection.kept + [g for g in graded if not g.graded.correct])
         else:
-            files["train"] = [make_row(g.problem, task, reasoning_of(g.trace), g.graded.answer, g.trace.teacher,
-                                       fmt=cfg.format) for g in selection.kept][:cfg.examples]
+            files["train"] = [make_row(g.problem, task, reasoning_of(g.trace) if cfg.reasoning else "",
+                                       g.graded.answer, g.trace.teacher, "trace" if cfg.reasoning else "direct",
+                                       fmt=cfg.row_format or cfg.format) for g in selection.kept][:cfg.examples]
     if cfg.journey:
         chosen = pairs[:cfg.examples]
         files["journey"] = [p.rows(task, cfg.format)[0] for p in chosen]
@@ -152,7 +157,9 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
     info = {"task": f"{cfg.task} {cfg.task_options or ''}".strip(),
             "problems": cfg.data or f"generated, seed {cfg.seed}",
             "teacher": teacher_name, "samples per problem": cfg.samples, "filters": cfg.filters or "verified only",
-            "kept per problem": cfg.per_problem, "journey": cfg.journey or "no", "prompt format": cfg.format,
+            "kept per problem": cfg.per_problem, "journey": cfg.journey or "no",
+            "prompt format": cfg.format + (f" (rows: {cfg.row_format})" if cfg.row_format else ""),
+            "reasoning kept": cfg.reasoning,
             "decontaminated against": ", ".join(es.name for es in eval_sets) or "nothing",
             "n-gram / overlap": f"{cfg.ngram} / {cfg.overlap}"}
     run.write_text("README.md", render_card(f"ahalab {cfg.task} distillation data", info, stats, clean.removed,

@@ -10,7 +10,8 @@ FILES = ("train", "journey", "shortcut", "shortcut_tokens")
 
 
 @register_stage("distill_data", outputs=("dir", *FILES), about="teacher traces -> filters -> decontamination -> "
-                "chat JSONL (absent files are null)")
+                "chat JSONL (absent files are null)",
+                config="ahalab.data.build:DataConfig")
 def distill_data_stage(config: dict[str, Any], stage_dir: Path, resume: bool) -> dict[str, Any]:
     from ahalab.config import from_dict
     from ahalab.data.build import DataConfig, build_dataset

@@ -325,6 +325,8 @@ class ZeroTrainer:
 
     def finish(self) -> dict[str, Any]:
         """summary.json, plots and report.md from the metrics series."""
+        from ahalab.models import save_model
+
         rows = self.run.metrics()
         evals = [r for r in rows if "eval_accuracy" in r]
         trained = [r for r in rows if "time_step_s" in r]
@@ -337,6 +339,7 @@ class ZeroTrainer:
             "median_step_s": statistics.median(r["time_step_s"] for r in trained) if trained else None,
             "train_time_s": sum(r["time_step_s"] for r in trained),
             "checkpoint": str(latest_checkpoint(self.run.path)),
+            "trained_model": str(save_model(self.policy, self.tokenizer, self.run.file("model"))),
         }
         self.run.write_json("summary.json", summary)
         write_plots(self.run, rows)

@@ -8,7 +8,8 @@ from ahalab.pipeline import register_stage
 
 
 @register_stage("sft", outputs=("model", "summary"), about="supervised fine-tuning (completion-only, packed), "
-                "then evaluation")
+                "then evaluation",
+                config="ahalab.sft.trainer:SFTConfig")
 def sft_stage(config: dict[str, Any], stage_dir: Path, resume: bool) -> dict[str, Any]:
     from ahalab.config import from_dict, to_dict
     from ahalab.runs import RunDir

@@ -200,11 +200,9 @@ class SFTTrainer:
 
     def save_model(self) -> Path:
         """The trained model as a plain HF directory (LoRA merged), for engines and evaluation."""
-        out = self.run.file("model")
-        model = self.model.merge_and_unload() if self.cfg.lora_r else self.model
-        model.save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
-        return out
+        from ahalab.models import save_model
+
+        return save_model(self.model, self.tokenizer, self.run.file("model"))
 
     def finish(self) -> dict[str, Any]:
         from ahalab.report import line_plot

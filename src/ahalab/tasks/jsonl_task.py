@@ -82,10 +82,13 @@ def field(row: Row, name: str) -> str:
 
 
 def question_answer_problems(rows: list[Row], prefix: str, question_field: str = "question",
-                             answer_field: str = "answer", id_field: str | None = None) -> list[Problem]:
-    """One Problem per row from its question and answer fields; ids from ``id_field`` or ``prefix-00012``."""
+                             answer_field: str | None = "answer", id_field: str | None = None) -> list[Problem]:
+    """One Problem per row from its question and answer fields; ids from ``id_field`` or ``prefix-00012``.
+
+    ``answer_field=None``: open-ended prompts with no gold answer (answer ""), which only a reward model scores.
+    """
     problems = [Problem(id=field(row, id_field) if id_field else f"{prefix}-{i:05d}",
-                        question=field(row, question_field), answer=field(row, answer_field))
+                        question=field(row, question_field), answer=field(row, answer_field) if answer_field else "")
                 for i, row in enumerate(rows)]
     if id_field and len({p.id for p in problems}) < len(problems):
         raise TaskError(f"field '{id_field}' has repeated values; problem ids must be unique")
@@ -93,7 +96,8 @@ def question_answer_problems(rows: list[Row], prefix: str, question_field: str =
 
 
 class JsonlTask(Task):
-    """Any JSONL file of question/answer rows; field names and the extraction order are options."""
+    """Any JSONL file of question/answer rows; field names and the extraction order are options
+    (``answer_field: null`` for prompts without a gold answer, e.g. for a reward-model reward in RL)."""
 
     name = "jsonl"
     extractors = ("answer_tag", "boxed", "answer_line", "whole", "last_number")

@@ -1,0 +1,158 @@
+"""Recipes end to end on the tiny model: an R1-shaped pipeline (RL -> data -> SFT -> RL -> report) that skips
+finished stages, survives kill -9 with the same final metrics, and `ahalab report` over its runs."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ahalab.errors import UserError
+from ahalab.pipeline import run_recipe
+
+RECIPES = Path(__file__).parents[1] / "recipes"
+
+TINY_R1 = """
+stages:
+  - name: zero
+    kind: zero
+    config: &rl
+      model: {model}
+      engine: hf
+      steps: 3
+      prompts_per_step: 2
+      generations: 4
+      max_new_tokens: 8
+      train_size: 50
+      rewards: {{language: 1.0, repetition: 1.0}}
+      lr: 1.0e-2
+      threads: 1
+      eval: {{every: 3, limit: 4, max_tokens: 8}}
+      checkpoint_every: 1
+      sample_every: 0
+      seed: 3
+  - name: data
+    kind: distill_data
+    config: {{task: arithmetic, limit: 12, teacher: program, model: {model}}}
+  - name: sft
+    kind: sft
+    config: {{model: "${{zero.model}}", train: ["${{data.train}}"], epochs: 1, batch_size: 4, lr: 1.0e-3,
+             bf16: false, threads: 1, checkpoint_every: 0}}
+  - name: rl_final
+    kind: zero
+    config: {{<<: *rl, model: "${{sft.model}}", steps: 4}}
+  - name: report
+    kind: report
+    config: {{runs: [base={model}, "zero=${{zero.model}}", "final=${{rl_final.model}}"], limit: 4, samples: 2,
+             max_tokens: 8, engine: hf}}
+"""
+
+
+def _tiny_recipe(tmp_path: Path, model: str) -> Path:
+    f = tmp_path / "tiny_r1.yaml"
+    f.write_text(TINY_R1.format(model=model))
+    return f
+
+
+def _states(lines: list[str]) -> list[str]:
+    """The plan's state of each stage (done, resume, run, redo) from the runner's log lines."""
+    return [re.search(r": (done|resume|run|redo)(?:;|$)", line).group(1) for line in lines]
+
+
+def _series(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time_")}
+            for line in path.read_text().splitlines()]
+
+
+def _accuracies(run: Path) -> list[dict]:
+    rows = json.loads((run / "05-report" / "summary.json").read_text())["rows"]
+    return [{k: r[k] for k in ("run", "greedy", "maj@2", "mean tokens")} for r in rows]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml") if "stages:" in p.read_text()))
+def test_shipped_recipes_pass_the_dry_run(recipe: str, tmp_path) -> None:
+    lines: list[str] = []
+    run_recipe(RECIPES / recipe, tmp_path / "run", dry_run=True, log=lines.append)
+    assert lines and set(_states(lines)) == {"run"}
+
+
+def test_dry_run_names_an_unknown_stage_config_key(tmp_path) -> None:
+    with pytest.raises(UserError, match=r"stage 'zero' \(zero\): unknown config key\(s\) stepz; valid: .*steps"):
+        run_recipe(RECIPES / "r1.yaml", tmp_path / "run", ["zero.stepz=3"], dry_run=True, log=lambda s: None)
+
+
+def _run_cli(recipe: Path, out: Path) -> subprocess.Popen:
+    """``ahalab run`` in a fresh process: both runs compared below get the same torch threading (a process
+    that has started vLLM keeps its thread binding, which changes float sums)."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen([sys.executable, "-m", "ahalab.cli", "run", str(recipe), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_tiny_r1_pipeline_skips_resumes_after_kill_and_reports(tiny_model, tmp_path) -> None:
+    recipe = _tiny_recipe(tmp_path, tiny_model)
+    full = tmp_path / "full"
+    assert _run_cli(recipe, full).wait(timeout=300) == 0
+    assert (full / "04-rl_final" / "model" / "config.json").exists()
+    meta = json.loads((full / "04-rl_final" / "stage.json").read_text())
+    assert meta["status"] == "done" and meta["reads"] == ["sft"]
+
+    # a re-run skips every stage
+    lines: list[str] = []
+    run_recipe(recipe, full, log=lines.append)
+    assert _states(lines) == ["done"] * 5
+
+    # kill -9 in the middle of the final RL stage, then run again: same final metrics
+    killed = tmp_path / "killed"
+    proc = _run_cli(recipe, killed)
+    deadline = time.time() + 240
+    while not (killed / "04-rl_final" / "checkpoints" / "step-000002").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the recipe ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lines = []
+    run_recipe(recipe, killed, dry_run=True, log=lines.append)
+    assert _states(lines) == ["done", "done", "done", "resume", "run"]
+    assert _run_cli(recipe, killed).wait(timeout=300) == 0
+    assert _series(killed / "04-rl_final" / "metrics.jsonl") == _series(full / "04-rl_final" / "metrics.jsonl")
+    assert _accuracies(killed) == _accuracies(full)
+
+    # the comparison: one row per model, training time summed over the stages a model was built from
+    rows = json.loads((full / "05-report" / "summary.json").read_text())["rows"]
+    assert [r["run"] for r in rows] == ["base", "zero", "final"]
+    assert rows[0]["train s"] == 0 and 0 < rows[1]["train s"] == rows[1]["pipeline s"]
+    assert rows[2]["pipeline s"] > rows[2]["train s"] + rows[1]["train s"]  # rl_final + sft + data + zero
+    report = (full / "05-report" / "report.md").read_text()
+    assert "maj@2" in report and "![accuracy](accuracy.png)" in report and "## Training curves" in report
+    assert (full / "05-report" / "accuracy.png").stat().st_size > 0
+
+
+def test_report_command_over_a_recipe_run_and_training_runs(tiny_model, tmp_path, capsys) -> None:
+    from ahalab.cli import main
+
+    run_recipe(_tiny_recipe(tmp_path, tiny_model), tmp_path / "r1", ["rl_final.steps=1", "zero.steps=1"],
+               log=lambda s: None)
+    args = ["report", f"base={tiny_model}", str(tmp_path / "r1"), f"sft_dir={tmp_path / 'r1' / '03-sft'}",
+            "--limit", "3", "--samples", "2", "--max-tokens", "6", "--engine", "hf", "--out", str(tmp_path / "rep")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "rep" / "summary.json").read_text())["rows"]
+    assert [r["run"] for r in rows] == ["base", "zero", "sft", "rl_final", "sft_dir"]
+    assert [r["method"] for r in rows] == ["base model", "RL (GRPO)", "SFT", "RL (GRPO)", "SFT"]
+    assert rows[2]["greedy"] == rows[4]["greedy"] and "rl_final" in printed
+    evals = sorted(p.name for p in (tmp_path / "rep" / "evals").iterdir())
+    assert len(evals) == 10
+    # the same report again: evaluations are reused, not redone
+    stamp = {p: p.stat().st_mtime for p in (tmp_path / "rep" / "evals").rglob("summary.json")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime for p in (tmp_path / "rep" / "evals").rglob("summary.json")} == stamp
+    with pytest.raises(SystemExit):
+        main(["report", "--samples", "2"])  # no RUN
+    assert main(["report", str(tmp_path / "nothing-here"), "--engine", "hf", "--out", str(tmp_path / "x")]) == 2

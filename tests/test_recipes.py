@@ -156,3 +156,24 @@ def test_report_command_over_a_recipe_run_and_training_runs(tiny_model, tmp_path
     with pytest.raises(SystemExit):
         main(["report", "--samples", "2"])  # no RUN
     assert main(["report", str(tmp_path / "nothing-here"), "--engine", "hf", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_demo_tour_on_a_tiny_model(tiny_model, tmp_path, capsys) -> None:
+    from ahalab.demo import main
+
+    small = {"engine": "hf", "model": tiny_model}
+    rl = {"engine": "hf", "steps": 1, "prompts_per_step": 2, "generations": 2, "max_new_tokens": 6, "train_size": 20,
+          "eval.every": 1, "eval.limit": 3, "eval.max_tokens": 6, "threads": 1}
+    overrides = {**{f"direct.{k}": v for k, v in {**small, "limit": 3, "max_tokens": 6}.items()},
+                 **{f"scale.{k}": v for k, v in {**small, "limit": 3, "max_tokens": 6, "max_samples": 2,
+                                                 "budgets": "[1, 2]", "seeds": 2}.items()},
+                 **{f"zero.{k}": v for k, v in {**rl, "model": tiny_model}.items()},
+                 "traces.limit": 8, "distill.model": tiny_model, "distill.batch_size": 4,
+                 **{f"sft_rl.{k}": v for k, v in rl.items()},
+                 "report.runs": f'[base={tiny_model}, "pure_rl=${{zero.model}}", "sft_rl=${{sft_rl.model}}"]',
+                 "report.engine": "hf", "report.limit": 3, "report.samples": 2, "report.max_tokens": 6}
+    assert main(["--out", str(tmp_path / "demo"), *(f"{k}={v}" for k, v in overrides.items())]) == 0
+    printed = capsys.readouterr().out
+    assert "greedy, direct answer" in printed and "majority, chain of thought" in printed
+    assert "The four approaches" in printed and "pure_rl" in printed and "maj@2" in printed
+    assert (tmp_path / "demo" / "02-scale" / "accuracy_vs_tokens.png").exists()

@@ -1,6 +1,6 @@
 """`make demo`: a tour of ahalab's four approaches on the default model (recipes/demo.yaml).
 
-Evaluation (direct vs chain of thought), inference-time scaling (one sampling pass, every strategy x
+Evaluation (direct answer vs chain of thought), inference-time scaling (one sampling pass, every strategy x
 budget, a plot), pure RL (GRPO), distillation (SFT on program-written traces), SFT + RL, and the
 comparison of all of them on one held-out set. Runs through the recipe runner, so an interrupted demo
 re-run resumes where it stopped.
@@ -33,12 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     out = run_recipe(a.recipe, a.out, a.overrides)
     scale = _summary(out["scale"]["summary"])
-    rows = [{"strategy": f"greedy {name}", "accuracy": _summary(out[name]["summary"])["accuracy"],
-             "mean tokens": _summary(out[name]["summary"])["mean_tokens"]} for name in ("direct", "cot")]
-    rows += [{"strategy": f"{r['strategy']} (cot) @{r['budget']}", "accuracy": r["accuracy"],
-              "mean tokens": r["gen tokens"]} for r in scale["rows"]
-             if r["strategy"] != "greedy" and r["budget"] == max(x["budget"] for x in scale["rows"])]
-    print("\nEvaluation and inference-time scaling (arithmetic level 1, 200 problems; tokens per problem)")
+    direct = _summary(out["direct"]["summary"])
+    top = max(r["budget"] for r in scale["rows"])
+    rows = [{"strategy": "greedy, direct answer", "budget": 1, "accuracy": direct["accuracy"],
+             "tokens per problem": direct["mean_tokens"]}]
+    rows += [{"strategy": f"{r['strategy']}, chain of thought", "budget": r["budget"], "accuracy": r["accuracy"],
+              "tokens per problem": r["gen tokens"]} for r in scale["rows"]
+             if r["strategy"] == "greedy" or r["budget"] == top]
+    print("\nEvaluation and inference-time scaling (arithmetic level 1, 200 problems)")
     print(text_table(rows))
     print(f"accuracy vs budget plot: {Path(out['scale']['report']).parent / 'accuracy_vs_tokens.png'}")
     report = _summary(out["report"]["summary"])

@@ -342,7 +342,8 @@ def test_non_reasoning_rows_keep_only_the_verified_answer(tmp_path, tiny_model):
     from transformers import AutoTokenizer
 
     problems = tmp_path / "problems.jsonl"
-    problems.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n{"question": "What is 0 + 1?", "answer": "1"}\n')
+    problems.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n'
+                        '{"question": "What is 0 + 1?", "answer": "1"}\n')
     cfg = DataConfig(task="arithmetic", data=str(problems), teacher="engine", samples=3, format="direct",
                      row_format="r1", reasoning=False, out=str(tmp_path / "d"))
     rows = load_rows(build_dataset(cfg, engine=EchoEngine(AutoTokenizer.from_pretrained(tiny_model)))["train"])

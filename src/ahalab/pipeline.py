@@ -31,8 +31,9 @@ from ahalab.runs import atomic_write_json
 
 REF = re.compile(r"\$\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
 
-# runner(config, stage_dir, resume) -> outputs (name -> value, e.g. a path or a number)
-StageRunner = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
+# runner(config, stage_dir, resume) -> outputs (name -> value, e.g. a path or a number); the config is the
+# stage kind's config dataclass (its ``out`` set to the stage directory), or the plain dict for kinds without one
+StageRunner = Callable[[Any, Path, bool], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,28 @@ class StageKind:
     outputs: tuple[str, ...]
     run: StageRunner
     about: str = ""
-    config: str = ""  # "module:Class", the dataclass a stage config must fit (checked by --dry-run)
+    config: str = ""  # "module:Class": the config dataclass (imported when needed, so --help stays fast)
 
-    def config_keys(self) -> set[str] | None:
+    def config_class(self) -> type | None:
         if not self.config:
             return None
-        import dataclasses
         import importlib
 
         module, cls = self.config.split(":")
-        return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls)) if f.init} - {"out"}
+        return getattr(importlib.import_module(module), cls)
+
+    def config_keys(self) -> set[str] | None:
+        import dataclasses
+
+        cls = self.config_class()
+        return None if cls is None else {f.name for f in dataclasses.fields(cls) if f.init} - {"out"}
+
+    def build_config(self, config: dict[str, Any], stage_dir: Path) -> Any:
+        """The runner's config: the dataclass with the stage directory as its output directory."""
+        from ahalab.config import from_dict
+
+        cls = self.config_class()
+        return config if cls is None else from_dict(cls, {**config, "out": str(stage_dir)}, f"stage {stage_dir.name}")
 
 
 STAGE_KINDS: dict[str, StageKind] = {}
@@ -233,8 +246,9 @@ def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | Non
         atomic_write_json(p.dir / "stage.json", {**meta, "status": "running"})
         log(f"== stage {p.stage.name} ({p.stage.kind})")
         t = time.perf_counter()
-        outputs = STAGE_KINDS[p.stage.kind].run(config, p.dir, p.state == "resume")
-        missing = set(STAGE_KINDS[p.stage.kind].outputs) - set(outputs)
+        kind = STAGE_KINDS[p.stage.kind]
+        outputs = kind.run(kind.build_config(config, p.dir), p.dir, p.state == "resume")
+        missing = set(kind.outputs) - set(outputs)
         if missing:
             raise RuntimeError(f"stage kind '{p.stage.kind}' did not produce {', '.join(sorted(missing))}")
         atomic_write_json(p.dir / "stage.json", {**meta, "status": "done", "outputs": outputs,

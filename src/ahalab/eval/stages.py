@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ahalab.pipeline import register_stage
+
+if TYPE_CHECKING:
+    from ahalab.eval.commands import EvalConfig
+    from ahalab.eval.compare import CompareConfig
 
 
 @register_stage("eval", outputs=("summary", "accuracy"), about="evaluate a model on a task",
                 config="ahalab.eval.commands:EvalConfig")
-def eval_stage(config: dict[str, Any], stage_dir: Path, resume: bool) -> dict[str, Any]:
-    from ahalab.config import from_dict
-    from ahalab.eval.commands import EvalConfig, run_eval
+def eval_stage(cfg: EvalConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
+    from ahalab.eval.commands import run_eval
 
-    cfg = from_dict(EvalConfig, {**config, "out": str(stage_dir)}, f"stage {stage_dir.name}")
     summary, run_dir = run_eval(cfg)
     return {"summary": str(run_dir.file("summary.json")), "accuracy": summary["accuracy"]}
 
@@ -21,10 +23,8 @@ def eval_stage(config: dict[str, Any], stage_dir: Path, resume: bool) -> dict[st
 @register_stage("report", outputs=("summary", "report"), about="compare models (runs: [LABEL=${stage.model}, ...]) "
                 "on one held-out set: greedy, maj@k, tokens, training time",
                 config="ahalab.eval.compare:CompareConfig")
-def report_stage(config: dict[str, Any], stage_dir: Path, resume: bool) -> dict[str, Any]:
-    from ahalab.config import from_dict
-    from ahalab.eval.compare import CompareConfig, compare
+def report_stage(cfg: CompareConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
+    from ahalab.eval.compare import compare
 
-    cfg = from_dict(CompareConfig, {**config, "out": str(stage_dir)}, f"stage {stage_dir.name}")
-    _, out = compare(cfg)  # finished evaluations under stage_dir/evals are reused on resume
+    _, out = compare(cfg)  # evaluations finished before an interruption are reused
     return {"summary": str(out / "summary.json"), "report": str(out / "report.md")}

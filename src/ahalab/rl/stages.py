@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ahalab.pipeline import register_stage
+
+if TYPE_CHECKING:
+    from ahalab.rl.config import ZeroConfig
 
 
 @register_stage("zero", outputs=("model", "summary", "accuracy"), about="GRPO with rule rewards (R1-Zero, or RL "
                 "after SFT); resumes from its checkpoints",
                 config="ahalab.rl.config:ZeroConfig")
-def zero_stage(config: dict[str, Any], stage_dir: Path, resume: bool) -> dict[str, Any]:
-    from ahalab.config import from_dict, to_dict
-    from ahalab.rl.config import ZeroConfig
+def zero_stage(cfg: ZeroConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
+    from ahalab.config import to_dict
     from ahalab.rl.trainer import ZeroTrainer
     from ahalab.runs import RunDir
 
-    cfg = from_dict(ZeroConfig, {**config, "out": str(stage_dir)}, f"stage {stage_dir.name}")
     run = RunDir.create(cfg.out, "zero", to_dict(cfg))
     summary = ZeroTrainer(cfg, run, resume=resume).train()
     return {"model": summary["trained_model"], "summary": str(run.file("summary.json")),

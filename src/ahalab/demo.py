@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += [{"strategy": f"{r['strategy']}, chain of thought", "budget": r["budget"], "accuracy": r["accuracy"],
               "tokens per problem": r["gen tokens"]} for r in scale["rows"]
              if r["strategy"] == "greedy" or r["budget"] == top]
-    print("\nEvaluation and inference-time scaling (arithmetic level 1, 200 problems)")
+    print("\nEvaluation and inference-time scaling (arithmetic level 1)")
     print(text_table(rows))
     print(f"accuracy vs budget plot: {Path(out['scale']['report']).parent / 'accuracy_vs_tokens.png'}")
     report = _summary(out["report"]["summary"])

@@ -22,6 +22,7 @@ import torch
 
 from ahalab.engines import make_engine
 from ahalab.models import resolve_model
+from ahalab.precision import auto_dtype
 
 
 def arithmetic_prompts(tokenizer, count: int, seed: int = 0) -> list[str]:
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="smollm2-135m", help="alias, local directory, .gguf file or hub id")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--dtype", help="both engines' dtype (default: each engine's default, vLLM bfloat16, HF float32)")
+    ap.add_argument("--dtype", help="both engines' dtype (default: each engine's default: vLLM bfloat16 where the "
+                    "hardware has native bf16, else float32; HF float32)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per engine; the fastest counts")
     ap.add_argument("--hf-batch-size", type=int, default=64, help="sequences per HF generate call")
     ap.add_argument("--compile", action="store_true", help="vLLM with torch.compile (slower start, faster decode)")
@@ -68,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = resolve_model(a.model)
     options = {"hf": {"dtype": a.dtype or "float32", "batch_size": a.hf_batch_size},
-               "vllm": {"dtype": a.dtype or "bfloat16", "compile": a.compile}}
+               "vllm": {"dtype": a.dtype or auto_dtype("cuda" if torch.cuda.is_available() else "cpu"),
+                        "compile": a.compile}}
     result: dict[str, Any] = {
         "model": a.model, "prompts": a.prompts, "max_tokens": a.max_tokens,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else
-        f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores",
+        f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {len(os.sched_getaffinity(0))} cores",
     }
     for name in ("hf", "vllm"):
         if name in a.engines.split(","):

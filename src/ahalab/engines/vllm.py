@@ -9,6 +9,7 @@ import torch
 
 from ahalab.engines.base import Engine
 from ahalab.engines.hf import torch_dtype
+from ahalab.precision import auto_dtype
 from ahalab.types import Completion
 
 GIB = 1 << 30
@@ -32,15 +33,18 @@ class VLLMEngine(Engine):
 
     name = "vllm"
 
-    def __init__(self, model_dir: str, dtype: str = "bfloat16", seed: int = 0, max_model_len: int = 2048,
+    def __init__(self, model_dir: str, dtype: str = "auto", seed: int = 0, max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, compile: bool = False, kv_cache_gib: float | None = None,
                  ignore_eos: bool = False) -> None:
         super().__init__(model_dir)
-        self.dtype = torch_dtype(dtype)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede importing vllm
         from transformers import AutoConfig
         from vllm import LLM
         from vllm.platforms import current_platform
+
+        if dtype == "auto":
+            dtype = auto_dtype("cpu" if current_platform.is_cpu() else "cuda")
+        self.dtype = torch_dtype(dtype)
 
         config = AutoConfig.from_pretrained(model_dir).get_text_config()
         context = getattr(config, "max_position_embeddings", None)

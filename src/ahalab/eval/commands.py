@@ -20,7 +20,7 @@ class EvalConfig:
     format: str = "cot"
     max_tokens: int = 512
     engine: str | None = None
-    dtype: str | None = None  # None: the engine's default (vLLM bfloat16, HF float32)
+    dtype: str | None = None  # None: the engine's default (vLLM: bf16 where native, else float32; HF float32)
     seed: int = 0
     out: str | None = None
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ahalab.errors import UserError
+from ahalab.precision import use_bf16
 from ahalab.rl.grpo import LOSS_PRESETS
 
 
@@ -37,7 +38,7 @@ class ZeroConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     engine: str | None = None  # vllm (default when installed) | hf
-    engine_dtype: str | None = None  # None: the engine's default (vLLM bfloat16, HF float32)
+    engine_dtype: str | None = None  # None: the engine's default (vLLM: bf16 where native, HF float32)
     # rewards: name -> weight (see ahalab.rewards.REWARDS), and per-reward options
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format_soft": 0.5})
     reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -59,7 +60,8 @@ class ZeroConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     micro_batch_tokens: int = 2048  # tokens per forward (sequences sorted by length, padded per micro-batch)
-    bf16: bool = False  # bf16 autocast for the policy forward/backward (log-softmax stays float32)
+    bf16: bool | str = "auto"  # bf16 autocast for the policy forward/backward (log-softmax stays float32);
+    #                           auto: where the CPU/GPU has native bf16 (see ahalab.precision)
     lora_r: int = 0  # 0: full fine-tuning
     lora_alpha: int | None = None  # None: 2 x lora_r
     lora_targets: str = "all-linear"  # or module names, comma-separated: q_proj,v_proj
@@ -80,6 +82,7 @@ class ZeroConfig:
     def validate(self) -> None:
         if self.loss not in LOSS_PRESETS:
             raise UserError(f"loss '{self.loss}': choose one of {', '.join(LOSS_PRESETS)}")
+        use_bf16(self.bf16)  # true, false or auto
         if self.generations < 2:
             raise UserError("generations must be >= 2 (advantages compare completions of the same prompt)")
         if self.lr_schedule not in ("constant", "cosine"):

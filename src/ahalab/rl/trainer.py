@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ahalab.errors import UserError
+from ahalab.precision import use_bf16
 from ahalab.rewards import format_exact, get_reward
 from ahalab.rl.analytics import reflection_rate, write_plots, write_report
 from ahalab.rl.batch import Prefix, PromptChunk, plan_batches
@@ -74,6 +75,7 @@ class ZeroTrainer:
         self.reference = None
         if cfg.beta and not cfg.lora_r:  # LoRA: the reference is the policy with its adapter turned off
             self.reference = load_model(self.model_dir)[0].eval().requires_grad_(False)
+        self.autocast = use_bf16(cfg.bf16)  # the policy trains on the CPU
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -215,7 +217,7 @@ class ZeroTrainer:
         for _ in range(cfg.mu):
             k = 0  # micro-batch number: the same order in every pass
             for chunk in chunks:
-                prefix = Prefix(self.policy, chunk, cfg.bf16)  # each prompt once
+                prefix = Prefix(self.policy, chunk, self.autocast)  # each prompt once
                 for mb in chunk.micro_batches:
                     logp = prefix.logprobs(mb, cfg.temperature)
                     if len(olds) == k:  # first pass: the policy that sampled the batch, no extra forward
@@ -247,7 +249,7 @@ class ZeroTrainer:
         out: list[torch.Tensor] = []
         with self.policy.disable_adapter() if self.reference is None else contextlib.nullcontext():
             for chunk in chunks:
-                prefix = Prefix(model, chunk, self.cfg.bf16)
+                prefix = Prefix(model, chunk, self.autocast)
                 out += [prefix.logprobs(mb, self.cfg.temperature) for mb in chunk.micro_batches]
         return out
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ahalab.errors import UserError
+from ahalab.precision import use_bf16
 from ahalab.rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from ahalab.runs import RunDir
 from ahalab.sft.collate import Example, MicroBatch, completion_nll, pack, pad_batches, tokenize_row
@@ -42,7 +43,7 @@ class SFTConfig:
     max_seq_len: int = 1024  # longer examples are left out (and counted)
     packing: bool = True
     micro_batch_tokens: int = 4096  # tokens per forward: a packed row, or a padded batch
-    bf16: bool = True  # bf16 autocast for the decoder (the LM head and loss stay float32)
+    bf16: bool | str = "auto"  # bf16 autocast for the decoder (LM head and loss stay float32); auto: where native
     lora_r: int = 0  # 0: full fine-tuning
     lora_alpha: int | None = None  # None: 2 x lora_r
     lora_targets: str | list[str] = "all-linear"
@@ -61,6 +62,7 @@ class SFTConfig:
             raise UserError("sft needs batch_size >= 1, epochs > 0, micro_batch_tokens >= 1 and max_seq_len >= 2")
         if self.lr_schedule not in ("constant", "cosine"):
             raise UserError(f"lr_schedule must be constant or cosine (got {self.lr_schedule!r})")
+        use_bf16(self.bf16)  # true, false or auto
 
 
 def lr_at(cfg: SFTConfig, step: int, total: int) -> float:
@@ -123,6 +125,7 @@ class SFTTrainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.autocast = use_bf16(cfg.bf16, self.device.type)
         self.model_dir = resolve_model(cfg.model)
         ckpt = latest_checkpoint(run.path) if resume else None
         full_ckpt = ckpt is not None and not cfg.lora_r
@@ -168,7 +171,7 @@ class SFTTrainer:
             group["lr"] = lr
         loss_sum = 0.0
         for mb in mbs:
-            loss = completion_nll(self.model, mb, cfg.bf16) / targets
+            loss = completion_nll(self.model, mb, self.autocast) / targets
             loss.backward()
             loss_sum += loss.item()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))

@@ -18,6 +18,18 @@ def load_model(model_dir: str, dtype=None, device: str | None = None):
     return model, tokenizer
 
 
+def with_lora(model, r: int, alpha: int | None, targets: str | list[str], adapter: str | Path | None = None):
+    """``model`` with a trainable LoRA adapter: a new one (alpha default 2r; ``targets`` "all-linear", module
+    names, or a comma-separated string of them), or the one saved in ``adapter``."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = targets.split(",")
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha or 2 * r, target_modules=targets, lora_dropout=0.0))
+
+
 def save_model(model, tokenizer, out: str | Path) -> Path:
     """Save ``model`` (a LoRA adapter merged into its base first) and ``tokenizer`` as a plain HF directory
     that engines and trainers load; written to a temporary directory and renamed into place."""

@@ -50,7 +50,7 @@ class ZeroTrainer:
 
     def __init__(self, cfg: ZeroConfig, run: RunDir, resume: bool = False) -> None:
         from ahalab.engines import default_engine_name, make_engine
-        from ahalab.models import load_model, resolve_model
+        from ahalab.models import load_model, resolve_model, with_lora
         from ahalab.tasks import get_task
 
         cfg.validate()
@@ -70,7 +70,9 @@ class ZeroTrainer:
         self.model_dir = resolve_model(cfg.model)
         ckpt = latest_checkpoint(run.path) if resume else None
         self.policy, self.tokenizer = load_model(self.model_dir if ckpt is None or cfg.lora_r else str(ckpt / "model"))
-        self.policy = self._with_lora(self.policy, ckpt)
+        if cfg.lora_r:
+            self.policy = with_lora(self.policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets,
+                                    None if ckpt is None else ckpt / "model")
         self.policy.train()
         self.reference = None
         if cfg.beta and not cfg.lora_r:  # LoRA: the reference is the policy with its adapter turned off
@@ -101,18 +103,6 @@ class ZeroTrainer:
 
         r = render(self.engine.tokenizer, self.task, question, self.cfg.format, chat=self.cfg.chat)
         return r.prompt, r.prefix
-
-    def _with_lora(self, model: torch.nn.Module, ckpt) -> torch.nn.Module:
-        cfg = self.cfg
-        if not cfg.lora_r:
-            return model
-        from peft import LoraConfig, PeftModel, get_peft_model
-
-        if ckpt is not None:
-            return PeftModel.from_pretrained(model, str(ckpt / "model"), is_trainable=True)
-        targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else cfg.lora_targets.split(",")
-        return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-                                                target_modules=targets, lora_dropout=0.0))
 
     def _resume(self, ckpt) -> None:
         """Continue from the last checkpoint; metrics and samples logged after it are dropped (they are redone)."""

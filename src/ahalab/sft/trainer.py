@@ -75,16 +75,6 @@ def lr_at(cfg: SFTConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def with_lora(model: torch.nn.Module, r: int, alpha: int | None, targets: str | list[str],
-              adapter: Path | None = None) -> torch.nn.Module:
-    """``model`` with a trainable LoRA adapter: a new one (alpha default 2r), or the one saved in ``adapter``."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    if adapter is not None:
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha or 2 * r, target_modules=targets, lora_dropout=0.0))
-
-
 class DataOrder:
     """Example indices in a seeded shuffle per epoch; ``position`` counts examples handed out (resume point)."""
 
@@ -117,7 +107,7 @@ class SFTTrainer:
     """``train()`` runs (or, with ``resume``, continues) the SFT run in ``run``."""
 
     def __init__(self, cfg: SFTConfig, run: RunDir, resume: bool = False) -> None:
-        from ahalab.models import load_model, resolve_model
+        from ahalab.models import load_model, resolve_model, with_lora
 
         cfg.validate()
         self.cfg, self.run = cfg, run

@@ -90,6 +90,8 @@ def test_math_equal_true(a: str, b: str) -> None:
     ("3", "4"), ("(1,2)", "[1,2)"), ("x", "y"), ("0.5", "\\frac{1}{3}"), ("1,2", "12"), ("1 2", "12"), ("", "1"),
     (None, "1"),
     ("1" * 201, "1" * 201), ("\\sqrt{2}", "1.41"), ("18", "eighteen"),
+    # an unevaluated expression does not answer "what number" (a reward hack GRPO found: copy the question)
+    ("952 - 352", "600"), ("600", "952 - 352"), ("6 \\times 100", "600"), ("2^{10}", "1024"), ("(50 + 98)", "148"),
 ])
 def test_math_equal_false(a: str | None, b: str) -> None:
     assert not math_equal(a, b)

@@ -85,6 +85,8 @@ def test_arithmetic_grading() -> None:
     assert task.grade(p, "47 + 25 = \\boxed{72}").correct
     assert task.grade(p, "The answer is 72.").correct
     assert task.grade(p, "so 47 + 25 = 72").correct
+    assert task.grade(p, "<answer>47 + 25 = 72</answer>").correct
+    assert not task.grade(p, "<think>add</think> <answer>47 + 25</answer>").correct  # copying is not answering
     graded = task.grade(p, "Answer: 71")
     assert (graded.answer, graded.correct, graded.score) == ("71", False, 0.0)
     assert task.grade(p, "no idea").answer is None

@@ -143,6 +143,8 @@ _PLAIN_NUMBER = re.compile(
     r"([-+]?(?:(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d*)?|\.\d+)(?:\s*/\s*\d+)?)"
     r"(?:\s+[A-Za-z]{2,}\.?){0,3}"  # up to three unit words: "18 dollars", "5 square feet"
 )
+# An operator between operands: "952 - 352", "6 \\times 100", "2^{10}" (not "-3" or "\\frac{1}{2}").
+_OPERATION = re.compile(r"[\d.)}\]]\s*(?:[-+*/×÷^]|\\times|\\cdot|\\div)\s*[-\d.({\[\\]")
 _NUMBER_NOISE = ("\\$", "$", "\\%", "%", "\\!")
 _LATEX_SYNONYMS = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""), ("\\right", ""), ("\\!", ""),
                    ("\\,", ""), ("\\;", ""), ("^\\circ", ""), ("^{\\circ}", ""))
@@ -184,6 +186,8 @@ def math_equal(a: str | None, b: str | None) -> bool:
     """Whether answer ``a`` equals gold ``b``: plain numbers exactly, else math-verify. Never raises.
 
     "0.5" == "\\frac{1}{2}", "1,000" == "1000", "2\\sqrt{2}" == "\\sqrt{8}", "(1,2)" != "[1,2)".
+    A number is not equal to an unevaluated expression ("952 - 352" != "600"): math-verify would evaluate
+    it, and a policy rewarded that way learns to copy the question's expression instead of answering.
     Answers longer than MAX_ANSWER_CHARS are never equal; one comparison takes at most about
     VERIFY_TIMEOUT_S seconds.
     """
@@ -198,6 +202,9 @@ def math_equal(a: str | None, b: str | None) -> bool:
         x, y = parse_number(a), parse_number(b)
         if x is not None and y is not None:
             return x == y
+        expression = clean_answer(a if x is None else b) or ""
+        if (x is None) != (y is None) and _OPERATION.search(expression.rsplit("=", 1)[-1]):
+            return False  # "47 + 25 = 72" still answers 72: only the value after the last "=" counts
         return normalize_answer(a) == normalize_answer(b) or _verify(a, b)
     except Exception:  # an equivalence check must never crash on model output
         return False

@@ -7,12 +7,14 @@
 Data: countdown journey traces from the program teacher (``--examples`` rows, chat form, r1 prompt), or
 ``--data FILE``. Both trainers get the same rows, completion-only loss (TRL: the conversational
 prompt-completion form, whose default loss is on the completion only), full fine-tuning from float32
-weights, AdamW at the same lr, ``--batch-size`` examples per optimiser step (with ``--packing``: ahalab packs
-each step's examples into rows of at most ``--row-tokens``; TRL packs the dataset into rows of
+weights, AdamW at the same lr, ``--batch-size`` examples per optimiser step. ahalab runs the prefix all of a
+step's examples share (the r1 system prompt, ~100 tokens) once and the rest in padded micro-batches of at most
+``--row-tokens`` (``--ablate-prefix`` also times it without that, packing each step's examples into rows of at
+most ``--row-tokens`` with ``--packing``); TRL packs the dataset into rows of
 ``--row-tokens`` (bfd, padding-free) and takes ``--batch-size * mean example length / --row-tokens`` rows
-per step, so both see about the same tokens per step). bf16 autocast on both with ``--bf16``. The first
-step is a warm-up and not counted. Throughput = real (non-padding) tokens processed per second of
-training steps (data collation included); the JSON line also has the speed ratio ahalab / TRL.
+per step, so both see about the same tokens per step. bf16 autocast on both with ``--bf16``. The first
+step is a warm-up and not counted. Throughput = the examples' tokens (no padding; a shared prefix counted
+in every example, as TRL processes it) per second of training steps (data collation included); the JSON line also has the speed ratio ahalab / TRL.
 """
 from __future__ import annotations
 
@@ -34,13 +36,13 @@ def make_data(examples: int, out: Path) -> str:
     return built["journey"]
 
 
-def bench_ahalab(a: argparse.Namespace, data: str, run_dir: Path) -> dict[str, Any]:
+def bench_ahalab(a: argparse.Namespace, data: str, run_dir: Path, shared_prefix: bool) -> dict[str, Any]:
     from ahalab.runs import RunDir
     from ahalab.sft.trainer import SFTConfig, SFTTrainer
 
     cfg = SFTConfig(model=a.model, train=[data], batch_size=a.batch_size, lr=a.lr, lr_schedule="constant",
-                    bf16=a.bf16, packing=a.packing, micro_batch_tokens=a.row_tokens, max_seq_len=a.row_tokens,
-                    seed=0, out=str(run_dir))
+                    bf16=a.bf16, packing=a.packing, shared_prefix=shared_prefix, micro_batch_tokens=a.row_tokens,
+                    max_seq_len=a.row_tokens, seed=0, out=str(run_dir))
     trainer = SFTTrainer(cfg, RunDir(run_dir))
     rows = [trainer.train_step(step) for step in range(1, a.steps + 2)][1:]  # no checkpoints: steps only
     tokens, wall = sum(r["tokens"] for r in rows), sum(r["time_step_s"] for r in rows)
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--row-tokens", type=int, default=2048, help="packed row length / longest sequence")
     ap.add_argument("--packing", action="store_true")
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--ablate-prefix", action="store_true",
+                    help="also time ahalab without its shared-prefix forward (packing or padding only)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--out", help="also write the JSON result here")
     a = ap.parse_args()
@@ -113,12 +117,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sft-bench-") as tmp:
         tmp = Path(tmp)
         data = a.data or make_data(a.examples, tmp / "data")
-        ours = bench_ahalab(a, data, tmp / "ahalab")
+        ours = bench_ahalab(a, data, tmp / "ahalab", shared_prefix=True)
+        plain = bench_ahalab(a, data, tmp / "ahalab-plain", shared_prefix=False) if a.ablate_prefix else None
         trl = bench_trl(a, data, tmp / "trl", ours["mean_example_tokens"])
     result = {"model": a.model, "device": "cuda" if torch.cuda.is_available() else "cpu",
               "threads": torch.get_num_threads(), "batch_size": a.batch_size, "packing": a.packing, "bf16": a.bf16,
               "ahalab": ours, "trl": trl,
               "ahalab_over_trl": round(ours["tokens_per_s"] / trl["tokens_per_s"], 3)}
+    if plain is not None:
+        result["ahalab_no_shared_prefix"] = plain
+        result["no_shared_prefix_over_trl"] = round(plain["tokens_per_s"] / trl["tokens_per_s"], 3)
     line = json.dumps(result)
     print(line)
     if a.out:

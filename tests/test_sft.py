@@ -9,7 +9,8 @@ import torch
 from ahalab.data.build import DataConfig, build_dataset
 from ahalab.data.dataset import load_rows
 from ahalab.runs import RunDir
-from ahalab.sft.collate import Example, completion_nll, pack, pad_batches, tokenize_row
+from ahalab.models.prefix import SharedPrefix
+from ahalab.sft.collate import Example, completion_nll, pack, pad_batches, split_shared_prefix, tokenize_row
 from ahalab.sft.trainer import DataOrder, SFTConfig, SFTTrainer
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 7?"},
@@ -79,6 +80,53 @@ def test_packing_keeps_examples_separate(tiny):
     torch.testing.assert_close(nll_packed, nll_alone, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(nll_padded, nll_alone, atol=1e-3, rtol=1e-4)
     assert row.num_targets == sum(sum(ex.trained) for ex in examples)
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradient(tiny_model):
+    """The system prompt run once per step, remainders attending to its cache: the packed path's numbers."""
+    from transformers import AutoModelForCausalLM
+
+    from ahalab.models import load_model
+
+    _, tok = load_model(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64)
+    system = {"role": "system", "content": "Think step by step inside <think> tags, then answer in <answer> tags."}
+    examples = [tokenize_row(tok, [system, *row]) for row in
+                [[{"role": "user", "content": f"What is {i} + {i * 3}?"},
+                  {"role": "assistant", "content": f"<think>{'step ' * (i % 4)}</think>\n<answer>{i * 4}</answer>"}]
+                 for i in range(1, 6)]]
+    shared, rest = split_shared_prefix(examples, min_len=4)
+    assert len(shared) >= 4 and all(ex.input_ids == shared + r.input_ids for ex, r in zip(examples, rest))
+    assert not any(ex.trained[len(shared)] for ex in examples)  # the cut leaves every target in the remainders
+
+    def loss_and_grads(use_prefix: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        if use_prefix:
+            ids = torch.tensor([shared])
+            prefix = SharedPrefix(model, ids, torch.ones_like(ids))
+            mbs = pad_batches(rest, 2 * max(len(r) for r in rest), tok.pad_token_id)  # several micro-batches
+            assert len(mbs) > 1
+        else:
+            prefix, mbs = None, pack(examples, 10_000)
+        total = sum(completion_nll(model, mb, prefix=prefix) for mb in mbs)
+        total.backward()
+        if prefix is not None:
+            prefix.backward()
+        return total.detach(), [p.grad.clone() for p in model.parameters()]
+
+    plain_loss, plain_grads = loss_and_grads(False)
+    shared_loss, shared_grads = loss_and_grads(True)
+    torch.testing.assert_close(shared_loss, plain_loss, atol=1e-8, rtol=1e-8)
+    for a, b in zip(shared_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # RMSNorm runs in float32 even here
+
+
+def test_no_shared_prefix_without_a_common_start():
+    a, b = Example([1, 2, 3, 4], [False, False, True, True]), Example([1, 5, 3, 4], [False, False, True, True])
+    assert split_shared_prefix([a, b], min_len=1) == ([1], [a.suffix(1), b.suffix(1)])
+    assert split_shared_prefix([a, b], min_len=2) == ([], [a, b])
+    c = Example([1, 2, 3, 4], [False, True, True, True])  # cut before the first trained token's predictor
+    assert split_shared_prefix([a, c], min_len=1) == ([1], [a.suffix(1), c.suffix(1)])
 
 
 def test_pack_respects_the_row_size(tiny):

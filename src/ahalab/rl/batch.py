@@ -2,17 +2,18 @@
 at completion tokens.
 
 A group's G completions share one prompt (and a long one: the r1 format's is ~140 tokens, often more than the
-completion). ``Prefix`` runs every prompt of a chunk through the decoder once and keeps its KV cache;
-completion micro-batches (rows sorted by length, so little padding) continue from that cache. The cache
-tensors enter the completion forwards as detached leaves that collect gradients; ``Prefix.backward`` then
-sends them through the prompt forward in one go. The LM head runs only on hidden states that predict
-completion tokens.
+completion). ``Prefix`` runs every prompt of a chunk through the decoder once and keeps its KV cache
+(``ahalab.models.prefix.SharedPrefix``); completion micro-batches (rows sorted by length, so little padding)
+continue from that cache, and the prompt forward gets their gradients in one backward. The LM head runs only
+on hidden states that predict completion tokens.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from ahalab.models.prefix import SharedPrefix
 
 
 @dataclass
@@ -85,52 +86,26 @@ def _chunk(keys: list[tuple[int, ...]], by_prompt: dict[tuple[int, ...], list[in
     return PromptChunk(*_pad([list(k) for k in keys], pad_id, left=True), micro)
 
 
-class Prefix:
-    """A chunk's prompts run once: per-layer keys/values and the last hidden state, handed out as leaves."""
+class Prefix(SharedPrefix):
+    """A chunk's prompts run once (``ahalab.models.prefix``); ``logprobs`` continues them with completions."""
 
     def __init__(self, model: torch.nn.Module, chunk: PromptChunk, autocast: bool = False) -> None:
-        self.model, self.chunk, self.autocast = model, chunk, autocast
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            out = model.get_decoder()(input_ids=chunk.ids, attention_mask=chunk.mask,
-                                      position_ids=_positions(chunk.mask), use_cache=True)
-        self.outputs = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
-        self.outputs.append(out.last_hidden_state[:, -1])
-        self.leaves = [t.detach().requires_grad_(t.requires_grad) for t in self.outputs]
-
-    def backward(self) -> None:
-        """Back-propagate the gradients the completion forwards left on the leaves through the prompt forward."""
-        pairs = [(out, leaf.grad) for out, leaf in zip(self.outputs, self.leaves) if leaf.grad is not None]
-        if pairs:
-            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+        super().__init__(model, chunk.ids, chunk.mask, autocast)
 
     def logprobs(self, mb: MicroBatch, temperature: float = 1.0) -> torch.Tensor:
         """log p(token) of each completion token (logits / temperature), [b, Lc] like ``mb.mask``.
 
-        With ``autocast`` the decoder and the LM head run in bf16 (about 2x faster on CPU; logits then carry
-        bf16 rounding, harmless when ``mu`` = 1 since old and new log-probabilities are the same numbers);
-        the log-softmax is float32 either way.
+        With ``autocast`` the decoder and the LM head run in bf16 (about 2x faster on CPU with native bf16;
+        logits then carry bf16 rounding, harmless when ``mu`` = 1 since old and new log-probabilities are the
+        same numbers); the log-softmax is float32 either way.
         """
-        from transformers import DynamicCache
-
-        *kv, last = self.leaves
-        cache = DynamicCache([(k[mb.prompt], v[mb.prompt]) for k, v in zip(kv[::2], kv[1::2])],
-                             config=self.model.config)
-        prompt_mask = self.chunk.mask[mb.prompt]
-        positions = prompt_mask.sum(1, keepdim=True).long() + torch.arange(mb.ids.size(1))
-        selected = mb.mask.bool()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model.get_decoder()(input_ids=mb.ids, attention_mask=torch.cat([prompt_mask, mb.mask], 1),
-                                           position_ids=positions, past_key_values=cache, use_cache=True)
+        states = self.decode(mb.prompt, mb.ids, mb.mask)
+        selected = mb.mask.bool().to(self.device)
+        with self._autocast():
             # position t predicts completion token t: the prompt's last state, then the completion's own states
-            hidden = torch.cat([last[mb.prompt].unsqueeze(1).to(out.last_hidden_state.dtype),
-                                out.last_hidden_state[:, :-1]], 1)
+            hidden = torch.cat([self.last_hidden[mb.prompt].unsqueeze(1).to(states.dtype), states[:, :-1]], 1)
             logits = self.model.get_output_embeddings()(hidden[selected])  # [N, vocab]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # bf16 -> float32
-        tokens = mb.ids[selected]
+        tokens = mb.ids.to(self.device)[selected]
         flat = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return flat.new_zeros(mb.mask.shape).masked_scatter(selected, flat)
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of left-padded rows: 0 at each row's first real token."""
-    return (mask.long().cumsum(1) - 1).clamp(min=0)

@@ -28,7 +28,8 @@ def parse_eval_spec(spec: str) -> dict[str, Any]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning on chat JSONL (completion-only loss, packing, LoRA)",
                        description="Fine-tune a model on chat rows ({'messages': [...]}): loss on the assistant "
-                       "tokens only, short examples packed without attention across them, bf16 autocast, full or "
+                       "tokens only; the prefix a step's examples share (system prompt) runs once per step, else "
+                       "short examples are packed without attention across them; bf16 autocast, full or "
                        "LoRA, checkpoints for --resume; then evaluate the trained model with ahalab eval.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML recipe with SFTConfig keys")

@@ -1,7 +1,9 @@
 """Supervised fine-tuning on chat datasets: completion-only loss, packing, bf16 autocast, full or LoRA, resumable.
 
 The loop, top to bottom (``SFTTrainer.train``): the next ``batch_size`` examples of a seeded
-per-epoch shuffle -> packed (or padded) micro-batches of at most ``micro_batch_tokens`` tokens ->
+per-epoch shuffle -> the prefix they all share (the system prompt) run once, the rest in padded
+micro-batches attending to it; without one, packed (or padded) micro-batches; at most
+``micro_batch_tokens`` tokens each ->
 summed NLL of the trained tokens, backward per micro-batch -> the step's gradient divided by its
 trained-token count (a token mean over the whole step) -> clip, AdamW -> metrics, checkpoints
 (``ahalab.rl.checkpoint``: atomic, with optimiser, RNG and data position). At the end the model
@@ -25,7 +27,9 @@ from ahalab.errors import UserError
 from ahalab.precision import use_bf16
 from ahalab.rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from ahalab.runs import RunDir
-from ahalab.sft.collate import Example, MicroBatch, completion_nll, pack, pad_batches, tokenize_row
+from ahalab.models.prefix import SharedPrefix
+from ahalab.sft.collate import (Example, MicroBatch, completion_nll, pack, pad_batches, split_shared_prefix,
+                                 tokenize_row)
 
 
 @dataclass
@@ -42,6 +46,7 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     max_seq_len: int = 1024  # longer examples are left out (and counted)
     packing: bool = True
+    shared_prefix: bool = True  # run the prefix all of a step's examples share (system prompt) once per step
     micro_batch_tokens: int = 4096  # tokens per forward: a packed row, or a padded batch
     bf16: bool | str = "auto"  # bf16 autocast for the decoder (LM head and loss stay float32); auto: where native
     lora_r: int = 0  # 0: full fine-tuning
@@ -144,26 +149,35 @@ class SFTTrainer:
             kept = [r for r in self.run.metrics() if r["step"] <= self.step]
             self.run.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
-    def micro_batches(self, examples: list[Example]) -> list[MicroBatch]:
-        if self.cfg.packing:
-            return pack(examples, max(self.cfg.micro_batch_tokens, max(len(e) for e in examples)))
-        return pad_batches(examples, self.cfg.micro_batch_tokens, self.tokenizer.pad_token_id)
+    def micro_batches(self, examples: list[Example]) -> tuple[SharedPrefix | None, list[MicroBatch]]:
+        """The step's shared prefix (run now, ``None`` if off or too short) and micro-batches of the rest."""
+        cfg, pad_id = self.cfg, self.tokenizer.pad_token_id
+        shared, rest = split_shared_prefix(examples) if cfg.shared_prefix else ([], examples)
+        if shared:
+            ids = torch.tensor([shared])
+            return (SharedPrefix(self.model, ids, torch.ones_like(ids), self.autocast),
+                    pad_batches(rest, cfg.micro_batch_tokens, pad_id))
+        if cfg.packing:
+            return None, pack(examples, max(cfg.micro_batch_tokens, max(len(e) for e in examples)))
+        return None, pad_batches(examples, cfg.micro_batch_tokens, pad_id)
 
     def train_step(self, step: int) -> dict[str, Any]:
         """One optimiser step on the next ``batch_size`` examples; the loss is the mean NLL per trained token."""
         cfg = self.cfg
         start = time.perf_counter()
         batch = [self.examples[i] for i in self.order.take(cfg.batch_size)]
-        mbs = self.micro_batches(batch)
-        targets = sum(mb.num_targets for mb in mbs)
         lr = lr_at(cfg, step, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        prefix, mbs = self.micro_batches(batch)
+        targets = sum(mb.num_targets for mb in mbs)
         loss_sum = 0.0
         for mb in mbs:
-            loss = completion_nll(self.model, mb, self.autocast) / targets
+            loss = completion_nll(self.model, mb, self.autocast, prefix) / targets
             loss.backward()
             loss_sum += loss.item()
+        if prefix is not None:
+            prefix.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
         if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
             raise UserError(f"step {step}: loss {loss_sum} / gradient norm {grad_norm} is not finite; last good "
@@ -171,9 +185,10 @@ class SFTTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         wall = time.perf_counter() - start
-        tokens = sum(mb.num_tokens for mb in mbs)
+        tokens = sum(len(ex) for ex in batch)  # the examples' tokens, however they were batched
         return {"loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "trained_tokens": targets,
-                "micro_batches": len(mbs), "tokens_per_s": tokens / wall, "time_step_s": wall,
+                "micro_batches": len(mbs), "shared_prefix": 0 if prefix is None else prefix.ids.size(1),
+                "tokens_per_s": tokens / wall, "time_step_s": wall,
                 "epoch": self.order.position / len(self.examples)}
 
     def train(self) -> dict[str, Any]:

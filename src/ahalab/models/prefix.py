@@ -1,0 +1,62 @@
+"""Shared prompt prefixes: run tokens that many sequences start with through the decoder once.
+
+GRPO's G completions of a group share their prompt; an SFT batch's examples share the system prompt
+and the start of the chat template. ``SharedPrefix`` runs the distinct prefixes once and keeps their
+KV cache; forwards of the continuations (``decode``) attend to it. The cache tensors enter those
+forwards as detached leaves that collect gradients; ``backward`` then sends them through the prefix
+forward in one go, so the gradient equals that of full-length forwards (tests check it against finite
+differences and against plain forwards).
+"""
+from __future__ import annotations
+
+import torch
+
+
+class SharedPrefix:
+    """Prefixes ``ids`` [P, Lp] (left-padded: every prefix ends in the last column; ``mask`` marks real tokens)
+    run once: per-layer keys/values and the last hidden state of each prefix, handed out as leaves."""
+
+    def __init__(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, autocast: bool = False) -> None:
+        self.model, self.autocast = model, autocast
+        self.device = next(model.parameters()).device
+        self.ids, self.mask = ids.to(self.device), mask.to(self.device)
+        with self._autocast():
+            out = model.get_decoder()(input_ids=self.ids, attention_mask=self.mask,
+                                      position_ids=_positions(self.mask), use_cache=True)
+        self.outputs = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        self.outputs.append(out.last_hidden_state[:, -1])
+        self.leaves = [t.detach().requires_grad_(t.requires_grad) for t in self.outputs]
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+    @property
+    def last_hidden(self) -> torch.Tensor:
+        """[P, H]: the final hidden state of each prefix (it predicts the first continuation token)."""
+        return self.leaves[-1]
+
+    def decode(self, rows: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states [b, L, H] of ``ids`` [b, L] (right-padded, ``mask`` 1 on real tokens) continuing prefix
+        ``rows`` [b]; runs under the prefix's autocast setting."""
+        from transformers import DynamicCache
+
+        kv = self.leaves[:-1]
+        cache = DynamicCache([(k[rows], v[rows]) for k, v in zip(kv[::2], kv[1::2])], config=self.model.config)
+        prefix_mask = self.mask[rows]
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = prefix_mask.sum(1, keepdim=True).long() + torch.arange(ids.size(1), device=self.device)
+        with self._autocast():
+            out = self.model.get_decoder()(input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], 1),
+                                           position_ids=positions, past_key_values=cache, use_cache=True)
+        return out.last_hidden_state
+
+    def backward(self) -> None:
+        """Back-propagate the gradients the continuation forwards left on the leaves through the prefix forward."""
+        pairs = [(out, leaf.grad) for out, leaf in zip(self.outputs, self.leaves) if leaf.grad is not None]
+        if pairs:
+            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: 0 at each row's first real token."""
+    return (mask.long().cumsum(1) - 1).clamp(min=0)

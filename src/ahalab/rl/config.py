@@ -39,6 +39,8 @@ class ZeroConfig:
     top_p: float = 1.0
     engine: str | None = None  # vllm (default when installed) | hf
     engine_dtype: str | None = None  # None: the engine's default (vLLM: bf16 where native, HF float32)
+    engine_options: dict[str, Any] = field(default_factory=dict)  # more engine settings, e.g. on a GPU shared
+    #                            with training: {gpu_memory_utilization: 0.3} (see ahalab.engines.vllm.VLLMEngine)
     # rewards: name -> weight (see ahalab.rewards.REWARDS), and per-reward options
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format_soft": 0.5})
     reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -65,6 +67,7 @@ class ZeroConfig:
     lora_r: int = 0  # 0: full fine-tuning
     lora_alpha: int | None = None  # None: 2 x lora_r
     lora_targets: str = "all-linear"  # or module names, comma-separated: q_proj,v_proj
+    device: str | None = None  # where the policy trains; None: cuda when available, else cpu
     threads: int | None = None  # torch threads (None: torch's default)
     # run directory
     seed: int = 0

@@ -73,15 +73,17 @@ class ZeroTrainer:
         if cfg.lora_r:
             self.policy = with_lora(self.policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets,
                                     None if ckpt is None else ckpt / "model")
-        self.policy.train()
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.policy.to(self.device).train()
         self.reference = None
         if cfg.beta and not cfg.lora_r:  # LoRA: the reference is the policy with its adapter turned off
-            self.reference = load_model(self.model_dir)[0].eval().requires_grad_(False)
-        self.autocast = use_bf16(cfg.bf16)  # the policy trains on the CPU
+            self.reference = load_model(self.model_dir)[0].to(self.device).eval().requires_grad_(False)
+        self.autocast = use_bf16(cfg.bf16, self.device.type)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-        engine_opts: dict[str, Any] = {"seed": cfg.seed, **({"dtype": cfg.engine_dtype} if cfg.engine_dtype else {})}
+        engine_opts: dict[str, Any] = {"seed": cfg.seed, **({"dtype": cfg.engine_dtype} if cfg.engine_dtype else {}),
+                                       **cfg.engine_options}
         engine_name = cfg.engine or default_engine_name()
         if engine_name == "hf":  # generate with the very model being trained: nothing to sync
             engine_opts["model"] = self.policy
@@ -212,7 +214,8 @@ class ZeroTrainer:
                     logp = prefix.logprobs(mb, cfg.temperature)
                     if len(olds) == k:  # first pass: the policy that sampled the batch, no extra forward
                         olds.append(logp.detach())
-                    loss, s = grpo_loss(logp, olds[k], refs[k] if refs else None, batch.advantages[mb.index], mb.mask,
+                    loss, s = grpo_loss(logp, olds[k], refs[k] if refs else None,
+                                        batch.advantages[mb.index].to(self.device), mb.mask.to(self.device),
                                         **variant, **norm)
                     loss.backward()
                     loss_sum, kl_sum, clipped_sum = loss_sum + loss.item(), kl_sum + s["kl"], clipped_sum + s["clipped"]

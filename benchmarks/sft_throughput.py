@@ -14,7 +14,8 @@ most ``--row-tokens`` with ``--packing``); TRL packs the dataset into rows of
 ``--row-tokens`` (bfd, padding-free) and takes ``--batch-size * mean example length / --row-tokens`` rows
 per step, so both see about the same tokens per step. bf16 autocast on both with ``--bf16``. The first
 step is a warm-up and not counted. Throughput = the examples' tokens (no padding; a shared prefix counted
-in every example, as TRL processes it) per second of training steps (data collation included); the JSON line also has the speed ratio ahalab / TRL.
+in every example, as TRL processes it) per second of training steps (data collation included); the JSON
+line also has the speed ratio ahalab / TRL.
 """
 from __future__ import annotations
 

@@ -125,8 +125,10 @@ def test_no_shared_prefix_without_a_common_start():
     a, b = Example([1, 2, 3, 4], [False, False, True, True]), Example([1, 5, 3, 4], [False, False, True, True])
     assert split_shared_prefix([a, b], min_len=1) == ([1], [a.suffix(1), b.suffix(1)])
     assert split_shared_prefix([a, b], min_len=2) == ([], [a, b])
-    c = Example([1, 2, 3, 4], [False, True, True, True])  # cut before the first trained token's predictor
-    assert split_shared_prefix([a, c], min_len=1) == ([1], [a.suffix(1), c.suffix(1)])
+    # the prefix's last position must not predict a trained token: its hidden state is not kept
+    assert split_shared_prefix([a, a], min_len=1) == ([1], [a.suffix(1), a.suffix(1)])
+    c = Example([1, 2, 3, 4], [False, True, True, True])
+    assert split_shared_prefix([a, c], min_len=1) == ([], [a, c])
 
 
 def test_pack_respects_the_row_size(tiny):

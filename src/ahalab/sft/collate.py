@@ -46,11 +46,10 @@ class Example:
 
 
 def split_shared_prefix(examples: Sequence[Example], min_len: int = 16) -> tuple[list[int], list[Example]]:
-    """The longest token prefix all ``examples`` share, ending before the first trained token of each (so the
-    position before the cut predicts no trained token), and the remainders; ``([], examples)`` when that prefix
-    is shorter than ``min_len``."""
+    """The longest token prefix all ``examples`` share, cut so that its last position predicts no trained token
+    (its hidden state is not kept), and the remainders; ``([], examples)`` when it is shorter than ``min_len``."""
     first = examples[0].input_ids
-    n = min(ex.trained.index(True) for ex in examples)
+    n = min(ex.trained.index(True) for ex in examples) - 1  # token n, the first of the remainders, is untrained
     n = next((i for i in range(n) if any(ex.input_ids[i] != first[i] for ex in examples)), n)
     if n < min_len:
         return [], list(examples)
@@ -84,7 +83,6 @@ class MicroBatch:
     @property
     def num_targets(self) -> int:
         return int(self.targets.sum())
-
 
 
 def pack(examples: Sequence[Example], max_tokens: int) -> list[MicroBatch]:

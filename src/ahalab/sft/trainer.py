@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from ahalab.errors import UserError
+from ahalab.models.prefix import SharedPrefix
 from ahalab.precision import use_bf16
 from ahalab.rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from ahalab.runs import RunDir
-from ahalab.models.prefix import SharedPrefix
 from ahalab.sft.collate import (Example, MicroBatch, completion_nll, pack, pad_batches, split_shared_prefix,
                                  tokenize_row)
 
@@ -46,7 +46,8 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     max_seq_len: int = 1024  # longer examples are left out (and counted)
     packing: bool = True
-    shared_prefix: bool = True  # run the prefix all of a step's examples share (system prompt) once per step
+    shared_prefix: bool = True  # run the prefix all of a step's examples share (system prompt) once per step,
+    #                             the rest in padded micro-batches (packing applies to steps without one)
     micro_batch_tokens: int = 4096  # tokens per forward: a packed row, or a padded batch
     bf16: bool | str = "auto"  # bf16 autocast for the decoder (LM head and loss stay float32); auto: where native
     lora_r: int = 0  # 0: full fine-tuning

@@ -12,7 +12,7 @@ from ahalab.types import Completion
 
 needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
 QUESTIONS = ["What is 12 + 7?", "Using the numbers 3, 5, 7", "wait", "Answer:"]  # greedy on "wait" ends in EOS
-LONG = "What is 12 + 7? Think step by step. " * 12  # > one 128-token KV block: exercises vLLM's prefix cache
+LONG = "What is 12 + 7? Think step by step. " * 12  # several KV blocks: exercises vLLM's prefix cache
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,21 @@ def test_make_engine_names(tiny_model, monkeypatch) -> None:
     assert make_engine(None, tiny_model).name == "hf"
     with pytest.raises(UserError, match=r"pip install -e \.\[cpu\]"):
         make_engine("vllm", tiny_model)
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_closed_vllm_engine_leaves_the_process_clean(tiny_model, prompts) -> None:
+    import gc
+
+    options = {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 0.25}
+    first = make_engine("vllm", tiny_model, **options)
+    expected = token_ids(first.generate(prompts, max_tokens=8))
+    first.close()
+    first.close()  # idempotent
+    assert first.llm is None
+    with make_engine("vllm", tiny_model, **options) as second:
+        del first
+        gc.collect()  # the closed engine's collection must not tear down the running one's state
+        assert token_ids(second.generate(prompts, max_tokens=8)) == expected
+    assert second.llm is None

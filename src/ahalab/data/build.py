@@ -130,6 +130,8 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
         teacher = make_teacher(cfg, task, engine)
         teacher_name = teacher.name
         traces = teacher.generate(problems, cfg.samples, cache=run.file("traces.jsonl"))
+        if engine is None and getattr(teacher, "engine", None) is not None:
+            teacher.engine.close()  # made here: closed before whatever runs next starts an engine
         graded = grade_traces(task, problems, traces)
         selection = rejection_sample(graded, cfg.filters, None if cfg.journey else cfg.per_problem, cfg.lang, tokenize)
         stats, selection_summary = selection.stats, selection.summary

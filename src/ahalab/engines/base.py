@@ -40,6 +40,15 @@ class Engine(ABC):
     ) -> list[list[Completion]]:
         """Sample ``n`` completions for each prompt."""
 
+    def close(self) -> None:
+        """Release the engine's resources now rather than whenever it is garbage-collected (idempotent)."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @abstractmethod
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the model's weights in place (RL weight sync); names as in the HF state dict."""

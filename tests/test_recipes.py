@@ -147,12 +147,18 @@ def test_report_command_over_a_recipe_run_and_training_runs(tiny_model, tmp_path
     assert [r["run"] for r in rows] == ["base", "zero", "sft", "rl_final", "sft_dir"]
     assert [r["method"] for r in rows] == ["base model", "RL (GRPO)", "SFT", "RL (GRPO)", "SFT"]
     assert rows[2]["greedy"] == rows[4]["greedy"] and "rl_final" in printed
+    assert list(rows[0])[:4] == ["run", "method", "greedy", "greedy vs base"]
+    assert rows[0]["greedy vs base"] == "+0.000 [0.000, 0.000]"
+    assert rows[2]["greedy vs base"] == rows[4]["greedy vs base"]
     evals = sorted(p.name for p in (tmp_path / "rep" / "evals").iterdir())
     assert len(evals) == 10
     # the same report again: evaluations are reused, not redone
     stamp = {p: p.stat().st_mtime for p in (tmp_path / "rep" / "evals").rglob("summary.json")}
     assert main(args) == 0
     assert {p: p.stat().st_mtime for p in (tmp_path / "rep" / "evals").rglob("summary.json")} == stamp
+    assert main(args + ["--baseline", "zero"]) == 0  # evaluations reused, differences against another row
+    assert "greedy vs zero" in json.loads((tmp_path / "rep" / "summary.json").read_text())["rows"][0]
+    assert main(args + ["--baseline", "nobody"]) == 2
     with pytest.raises(SystemExit):
         main(["report", "--samples", "2"])  # no RUN
     assert main(["report", str(tmp_path / "nothing-here"), "--engine", "hf", "--out", str(tmp_path / "x")]) == 2
@@ -176,4 +182,16 @@ def test_demo_tour_on_a_tiny_model(tiny_model, tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "greedy, direct answer" in printed and "majority, chain of thought" in printed
     assert "The four approaches" in printed and "pure_rl" in printed and "maj@2" in printed
+    assert "greedy vs base" in printed
     assert (tmp_path / "demo" / "02-scale" / "accuracy_vs_tokens.png").exists()
+
+
+def test_paired_differences_against_the_baseline() -> None:
+    from ahalab.eval.compare import add_paired_differences
+
+    rows = [{"run": "a", "greedy": 0.5, "x": 1}, {"run": "b", "greedy": 0.75, "x": 2}]
+    correct = {"a": {"p1": 1.0, "p2": 0.0, "p3": 1.0, "p4": 0.0}, "b": {"p1": 1.0, "p2": 1.0, "p3": 1.0, "p4": 0.0}}
+    add_paired_differences(rows, correct, "a")
+    assert list(rows[1]) == ["run", "greedy", "greedy vs a", "x"]
+    # diffs 0, 1, 0, 0: mean 0.25, sd 0.5, t(3) = 3.182: 0.25 -+ 3.182 * 0.5 / 2
+    assert rows[1]["greedy vs a"] == "+0.250 [-0.545, 1.046]" and rows[0]["greedy vs a"] == "+0.000 [0.000, 0.000]"

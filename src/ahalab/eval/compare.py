@@ -9,9 +9,11 @@ Each RUN names a model to compare (``LABEL=RUN`` sets its label):
 
 Every model is evaluated with the same settings (task, problems, format, max tokens, seed): greedy
 accuracy and, with ``--samples K``, maj@K (self-consistency: the inference-time scaling column) from K
-samples. The report directory gets summary.json, report.md, accuracy.png (greedy and maj@K bars),
-accuracy_vs_tokens.png, and each run's own training plots side by side; the evaluations' run
-directories sit under evals/ and are reused when a report is re-run with the same settings.
+samples, and each model's greedy accuracy minus the baseline run's (``--baseline LABEL``, default the
+first) on the same problems, with a paired 95% interval. The report directory gets summary.json,
+report.md, accuracy.png (greedy and maj@K bars), accuracy_vs_tokens.png, and each run's own training plots
+side by side; the evaluations' run directories sit under evals/ and are reused when a report is re-run with
+the same settings (a recipe's report stage with changed settings starts afresh).
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class CompareConfig:
     temperature: float = 0.8
     engine: str | None = None
     seed: int = 1234  # problem generation and sampling; away from training seeds
+    baseline: str | None = None  # label of the run the others are compared against (default: the first)
     out: str | None = None
 
 
@@ -141,6 +144,25 @@ def discover(spec: str) -> list[Entry]:
     return [Entry(label or path, path, METHODS["model"], path)]  # an alias, HF directory or hub id
 
 
+def _greedy_correct(eval_dir: Path) -> dict[str, float]:
+    """problem id -> 1.0/0.0: whether the greedy answer of an evaluation run is right."""
+    rows = [json.loads(line) for line in (eval_dir / "samples.jsonl").read_text().splitlines() if line.strip()]
+    return {r["problem_id"]: float(r["correct"]) for r in rows if r["sample"] == 0}
+
+
+def add_paired_differences(rows: list[dict[str, Any]], correct: dict[str, dict[str, float]], baseline: str) -> None:
+    """Add each row's greedy accuracy minus ``baseline``'s on the same problems, with a paired 95% interval."""
+    from ahalab.scaling.report import ci_text, interval, mean
+
+    base = correct[baseline]
+    for i, row in enumerate(rows):
+        diffs = [correct[row["run"]][pid] - c for pid, c in base.items()]
+        items = list(row.items())
+        at = list(row).index("greedy") + 1  # the column goes next to greedy accuracy
+        rows[i] = dict(items[:at] + [(f"greedy vs {baseline}", f"{mean(diffs):+.3f} {ci_text(*interval(diffs))}")]
+                       + items[at:])
+
+
 def _eval(cfg: CompareConfig, model_dir: str, out: Path, samples: int, engine: Any) -> dict[str, Any]:
     """One evaluation of ``model_dir``; a finished one with the same settings in ``out`` is reused."""
     from ahalab.config import to_dict
@@ -173,8 +195,11 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
     labels = [e.label for e in entries]
     if len(set(labels)) != len(labels):
         raise UserError(f"two runs share a label ({', '.join(labels)}); name them with LABEL=RUN")
+    baseline = cfg.baseline or labels[0]
+    if baseline not in labels:
+        raise UserError(f"baseline '{baseline}' is none of the runs' labels ({', '.join(labels)})")
     run = RunDir.create(cfg.out, "report", to_dict(cfg))
-    rows = []
+    rows, correct = [], {}
     for e in entries:
         model_dir = resolve_model(e.model)
         made: list[Any] = []
@@ -186,6 +211,7 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
 
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in e.label)
         greedy = _eval(cfg, model_dir, run.file(f"evals/{slug}-greedy"), 1, engine)
+        correct[e.label] = _greedy_correct(run.file(f"evals/{slug}-greedy"))
         row: dict[str, Any] = {"run": e.label, "method": e.method, "greedy": greedy["accuracy"]}
         if cfg.samples > 1:
             sampled = _eval(cfg, model_dir, run.file(f"evals/{slug}-sampled"), cfg.samples, engine)
@@ -196,6 +222,7 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
         rows.append(row)
         for engine_made in made:  # free the engine before the next model's
             engine_made.close()
+    add_paired_differences(rows, correct, baseline)
     write_report(run, cfg, rows, entries)
     return rows, run.path
 
@@ -221,7 +248,10 @@ def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entri
              f"`{cfg.format}`, max {cfg.max_tokens} new tokens: greedy accuracy"
              + (f", and maj@{k} (majority vote over {k} samples at T={cfg.temperature}: inference-time scaling)"
                 if k > 1 else "") + ". Mean tokens: greedy answers. Train s: the run's or stage's own training "
-             "wall time; pipeline s: with the recipe stages it was built from.", "",
+             "wall time; pipeline s: with the recipe stages it was built from. Greedy vs "
+             f"{cfg.baseline or rows[0]['run']}: the difference in greedy accuracy on the same problems, with a 95% "
+             "interval over problems (paired): an interval that contains 0 means the two are not distinguishable "
+             "on this set.", "",
              markdown_table(rows, [c for c in rows[0] if c not in ("model", "source")]),
              "![accuracy](accuracy.png) ![accuracy vs tokens](accuracy_vs_tokens.png)", ""]
     with_plots = [e for e in entries if e.plots]
@@ -259,6 +289,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature for maj@K (default 0.8)")
     p.add_argument("--engine", help="vllm (default when installed) | hf")
     p.add_argument("--seed", type=int, help="seed of the held-out problems and the sampling (default 1234)")
+    p.add_argument("--baseline", help="label of the run the others are compared against, paired over problems "
+                   "(default: the first)")
     p.add_argument("--out", help="report directory (default runs/report-<time>)")
     p.add_argument("--config", help="YAML with these settings; flags and key=value overrides win")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="key=value",

@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_path(args)
     cfg = load_config(ZeroConfig, recipe, args.overrides, explicit_flags(args, skip=("resume",)))
     run_dir = RunDir.create(cfg.out, "zero", to_dict(cfg))
-    summary = ZeroTrainer(cfg, run_dir, resume=args.resume).train()
+    trainer = ZeroTrainer(cfg, run_dir, resume=args.resume)
+    summary = trainer.train()
+    trainer.engine.close()
     print(f"eval accuracy {summary['eval_accuracy_start']} -> {summary['eval_accuracy_end']} "
           f"after {summary['steps']} steps; run directory: {run_dir.path}")
     return 0

@@ -19,6 +19,8 @@ def zero_stage(cfg: ZeroConfig, stage_dir: Path, resume: bool) -> dict[str, Any]
     from ahalab.runs import RunDir
 
     run = RunDir.create(cfg.out, "zero", to_dict(cfg))
-    summary = ZeroTrainer(cfg, run, resume=resume).train()
+    trainer = ZeroTrainer(cfg, run, resume=resume)
+    summary = trainer.train()
+    trainer.engine.close()  # before the next stage starts its own engine
     return {"model": summary["trained_model"], "summary": str(run.file("summary.json")),
             "accuracy": summary["eval_accuracy_end"]}

@@ -136,7 +136,6 @@ class ZeroTrainer:
             if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 save_checkpoint(self.run.path, step, self.policy, self.tokenizer, self.optimizer,
                                 self.stream.position, cfg.keep_checkpoints)
-        self.engine.close()
         return self.finish()
 
     def train_step(self, step: int) -> dict[str, Any]:

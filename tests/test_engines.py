@@ -6,7 +6,8 @@ import re
 import pytest
 import torch
 
-from ahalab.engines import ENGINES, default_engine_name, make_engine, vllm_available
+from ahalab.engines import ENGINES, default_engine_name, engine_or_new, make_engine, vllm_available
+from ahalab.engines.base import Engine
 from ahalab.errors import UserError
 from ahalab.types import Completion
 
@@ -181,3 +182,31 @@ def test_closed_vllm_engine_leaves_the_process_clean(tiny_model, prompts) -> Non
         gc.collect()  # the closed engine's collection must not tear down the running one's state
         assert token_ids(second.generate(prompts, max_tokens=8)) == expected
     assert second.llm is None
+
+
+class Closable(Engine):
+    """An engine that only records whether it was closed."""
+
+    closed = False
+    tokenizer = None
+
+    def generate(self, prompts, **kwargs):
+        return [[] for _ in prompts]
+
+    def load_weights(self, named_tensors):
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_engine_or_new_closes_only_what_it_made_even_on_errors() -> None:
+    given = Closable("given")
+    with engine_or_new(given, lambda: Closable("unused")) as used:
+        assert used is given
+    assert not given.closed  # the caller's engine stays open
+    made: list[Closable] = []
+    with pytest.raises(RuntimeError), engine_or_new(None, lambda: made.append(Closable("new")) or made[0]) as used:
+        assert used is made[0]
+        raise RuntimeError("a failing evaluation")
+    assert made[0].closed

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ahalab.engines.base import Engine
@@ -34,3 +36,13 @@ def make_engine(name: str | None, model_dir: str, **options: Any) -> Engine:
     from ahalab.engines.vllm import VLLMEngine
 
     return VLLMEngine(model_dir, **options)
+
+
+@contextmanager
+def engine_or_new(engine: Engine | None, make: Callable[[], Engine]) -> Iterator[Engine]:
+    """``engine`` as given (the caller owns it), or one made by ``make`` and closed on leaving, errors included."""
+    if engine is not None:
+        yield engine
+        return
+    with make() as made:
+        yield made

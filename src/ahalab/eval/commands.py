@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -79,19 +80,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def engine_options(dtype: str | None, seed: int) -> dict[str, Any]:
-    """make_engine keyword options from config values (unset ones left to the engine)."""
-    return {"seed": seed, **({"dtype": dtype} if dtype else {})}
+def config_engine(cfg: Any):
+    """A new engine for a config's engine, model, dtype (unset: the engine's default) and seed."""
+    from ahalab.engines import make_engine
+    from ahalab.models import resolve_model
+
+    options = {"dtype": cfg.dtype} if cfg.dtype else {}
+    return make_engine(cfg.engine, resolve_model(cfg.model), seed=cfg.seed, **options)
 
 
 def run_eval(cfg: EvalConfig, engine=None, tag: str = "eval"):
     """Evaluate per ``cfg``; write the run directory. Returns (summary, RunDir)."""
     from ahalab.config import to_dict
-    from ahalab.engines import make_engine
+    from ahalab.engines import engine_or_new
     from ahalab.errors import UserError
     from ahalab.eval.evaluate import evaluate
     from ahalab.eval.report import write_eval_report
-    from ahalab.models import resolve_model
     from ahalab.runs import RunDir
     from ahalab.tasks import get_task
 
@@ -103,15 +107,11 @@ def run_eval(cfg: EvalConfig, engine=None, tag: str = "eval"):
         raise UserError(f"task '{cfg.task}' produced no problems (data: {cfg.data or 'generated'})")
     if cfg.temperature is None:
         cfg.temperature = 0.0 if cfg.samples == 1 else 0.8
-    owned = engine is None
-    if owned:
-        engine = make_engine(cfg.engine, resolve_model(cfg.model), **engine_options(cfg.dtype, cfg.seed))
-    cfg.engine = engine.name
-    run_dir = RunDir.create(cfg.out, tag, to_dict(cfg))
-    result = evaluate(engine, task, problems, fmt=cfg.format, samples=cfg.samples, temperature=cfg.temperature,
-                      top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)
-    if owned:
-        engine.close()
+    with engine_or_new(engine, partial(config_engine, cfg)) as used:
+        cfg.engine = used.name
+        run_dir = RunDir.create(cfg.out, tag, to_dict(cfg))
+        result = evaluate(used, task, problems, fmt=cfg.format, samples=cfg.samples, temperature=cfg.temperature,
+                          top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)
     run_dir.write_text("samples.jsonl", "".join(json.dumps(r) + "\n" for r in result.records))
     run_dir.write_json("summary.json", result.summary)
     write_eval_report(run_dir, cfg, result)

@@ -223,11 +223,12 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
         for engine_made in made:  # free the engine before the next model's
             engine_made.close()
     add_paired_differences(rows, correct, baseline)
-    write_report(run, cfg, rows, entries)
+    write_report(run, cfg, rows, entries, baseline)
     return rows, run.path
 
 
-def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entries: list[Entry]) -> None:
+def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entries: list[Entry],
+                 baseline: str) -> None:
     from ahalab.report import bar_plot, line_plot, markdown_table
 
     k = cfg.samples
@@ -249,7 +250,7 @@ def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entri
              + (f", and maj@{k} (majority vote over {k} samples at T={cfg.temperature}: inference-time scaling)"
                 if k > 1 else "") + ". Mean tokens: greedy answers. Train s: the run's or stage's own training "
              "wall time; pipeline s: with the recipe stages it was built from. Greedy vs "
-             f"{cfg.baseline or rows[0]['run']}: the difference in greedy accuracy on the same problems, with a 95% "
+             f"{baseline}: the difference in greedy accuracy on the same problems, with a 95% "
              "interval over problems (paired): an interval that contains 0 means the two are not distinguishable "
              "on this set.", "",
              markdown_table(rows, [c for c in rows[0] if c not in ("model", "source")]),

@@ -51,15 +51,13 @@ def run(args: argparse.Namespace) -> int:
     from ahalab.config import load_config, to_dict
     from ahalab.eval.commands import explicit_flags, recipe_path
     from ahalab.rl.config import ZeroConfig
-    from ahalab.rl.trainer import ZeroTrainer
+    from ahalab.rl.trainer import train_zero
     from ahalab.runs import RunDir
 
     recipe = recipe_path(args)
     cfg = load_config(ZeroConfig, recipe, args.overrides, explicit_flags(args, skip=("resume",)))
     run_dir = RunDir.create(cfg.out, "zero", to_dict(cfg))
-    trainer = ZeroTrainer(cfg, run_dir, resume=args.resume)
-    summary = trainer.train()
-    trainer.engine.close()
+    summary = train_zero(cfg, run_dir, resume=args.resume)
     print(f"eval accuracy {summary['eval_accuracy_start']} -> {summary['eval_accuracy_end']} "
           f"after {summary['steps']} steps; run directory: {run_dir.path}")
     return 0

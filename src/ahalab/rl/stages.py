@@ -15,12 +15,10 @@ if TYPE_CHECKING:
                 config="ahalab.rl.config:ZeroConfig")
 def zero_stage(cfg: ZeroConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
     from ahalab.config import to_dict
-    from ahalab.rl.trainer import ZeroTrainer
+    from ahalab.rl.trainer import train_zero
     from ahalab.runs import RunDir
 
     run = RunDir.create(cfg.out, "zero", to_dict(cfg))
-    trainer = ZeroTrainer(cfg, run, resume=resume)
-    summary = trainer.train()
-    trainer.engine.close()  # before the next stage starts its own engine
+    summary = train_zero(cfg, run, resume=resume)  # its engine closed before the next stage starts one
     return {"model": summary["trained_model"], "summary": str(run.file("summary.json")),
             "accuracy": summary["eval_accuracy_end"]}

@@ -45,6 +45,13 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def train_zero(cfg: ZeroConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
+    """Run (or continue) GRPO per ``cfg`` in ``run``, then close its engine, errors included; returns the summary."""
+    trainer = ZeroTrainer(cfg, run, resume=resume)
+    with trainer.engine:
+        return trainer.train()
+
+
 class ZeroTrainer:
     """GRPO on one model with rule rewards; ``train()`` runs (or, with ``resume``, continues) the run in ``run``."""
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any
 
-from ahalab.eval.commands import add_common_model_args, engine_options, explicit_flags
+from ahalab.eval.commands import add_common_model_args, config_engine, explicit_flags
 
 MODES = ("sweep", "beam", "dvts", "budget-forcing", "adaptive", "route")
 # What a budget means per mode, and the budgets used when none are given.
@@ -99,10 +100,9 @@ def run(args: argparse.Namespace) -> int:
 def run_scale(cfg: ScaleConfig, engine=None):
     """Run ``cfg``'s mode; write the run directory. Returns (RunDir, text tables)."""
     from ahalab.config import to_dict
-    from ahalab.engines import make_engine
+    from ahalab.engines import engine_or_new
     from ahalab.errors import UserError
     from ahalab.eval.metrics import default_ks
-    from ahalab.models import resolve_model
     from ahalab.runs import RunDir
     from ahalab.tasks import get_task
 
@@ -124,15 +124,11 @@ def run_scale(cfg: ScaleConfig, engine=None):
     problems = task.load(cfg.data, limit=cfg.limit, seed=cfg.seed)
     if not problems:
         raise UserError(f"task '{cfg.task}' produced no problems (data: {cfg.data or 'generated'})")
-    owned = engine is None
-    if owned:
-        engine = make_engine(cfg.engine, resolve_model(cfg.model), **engine_options(cfg.dtype, cfg.seed))
-    cfg.engine = engine.name
-    run_dir = RunDir.create(cfg.out, f"scale-{cfg.strategy}", to_dict(cfg))
-    runner = {"sweep": run_sweep, "route": run_route}.get(cfg.strategy, run_budgets)
-    result = runner(cfg, engine, task, problems, run_dir)
-    if owned:
-        engine.close()
+    with engine_or_new(engine, partial(config_engine, cfg)) as used:
+        cfg.engine = used.name
+        run_dir = RunDir.create(cfg.out, f"scale-{cfg.strategy}", to_dict(cfg))
+        runner = {"sweep": run_sweep, "route": run_route}.get(cfg.strategy, run_budgets)
+        result = runner(cfg, used, task, problems, run_dir)
     return run_dir, result
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
 import json
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ahalab.engines.base import Engine
 
 
 @dataclass
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def config_engine(cfg: Any):
+def config_engine(cfg: Any) -> Engine:
     """A new engine for a config's engine, model, dtype (unset: the engine's default) and seed."""
     from ahalab.engines import make_engine
     from ahalab.models import resolve_model

@@ -144,7 +144,7 @@ def discover(spec: str) -> list[Entry]:
     return [Entry(label or path, path, METHODS["model"], path)]  # an alias, HF directory or hub id
 
 
-def _greedy_correct(eval_dir: Path) -> dict[str, float]:
+def greedy_correct(eval_dir: Path) -> dict[str, float]:
     """problem id -> 1.0/0.0: whether the greedy answer of an evaluation run is right."""
     rows = [json.loads(line) for line in (eval_dir / "samples.jsonl").read_text().splitlines() if line.strip()]
     return {r["problem_id"]: float(r["correct"]) for r in rows if r["sample"] == 0}
@@ -211,7 +211,7 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
 
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in e.label)
         greedy = _eval(cfg, model_dir, run.file(f"evals/{slug}-greedy"), 1, engine)
-        correct[e.label] = _greedy_correct(run.file(f"evals/{slug}-greedy"))
+        correct[e.label] = greedy_correct(run.file(f"evals/{slug}-greedy"))
         row: dict[str, Any] = {"run": e.label, "method": e.method, "greedy": greedy["accuracy"]}
         if cfg.samples > 1:
             sampled = _eval(cfg, model_dir, run.file(f"evals/{slug}-sampled"), cfg.samples, engine)

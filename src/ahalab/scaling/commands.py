@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ahalab.eval.commands import add_common_model_args, config_engine, explicit_flags

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ahalab.models.prefix import common_length
 from ahalab.rl.batch import Prefix, plan_batches
 from ahalab.rl.grpo import group_advantages, grpo_loss
 
@@ -154,12 +155,21 @@ def test_matches_trl(loss_type, beta):
 # --- through a model -------------------------------------------------------------------------------------
 
 
-def test_gradient_matches_finite_differences(tiny_model):
+def test_common_length_leaves_every_row_a_token():
+    assert common_length([[1, 2, 3], [1, 2, 4]]) == 2
+    assert common_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert common_length([[1, 2], [1, 2, 3]]) == 1  # the shorter row keeps its last token
+    assert common_length([[7], [7]]) == 0
+    assert common_length([[1, 2], [3, 2]]) == 0
+
+
+@pytest.mark.parametrize("prompts", [[[5, 6, 7, 8], [9, 10], [5, 6, 7, 8]],  # rows 0 and 2 share a prompt
+                                     [[5, 6, 7, 8], [5, 6, 10], [5, 6, 7, 8]]])  # and all start with 5, 6
+def test_gradient_matches_finite_differences(tiny_model, prompts):
     """d loss / d weight through the whole path (shared-prompt forward, loss, prompt backward) in float64."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64)
-    prompts = [[5, 6, 7, 8], [9, 10], [5, 6, 7, 8]]  # rows 0 and 2 share a prompt
     completions = [[20, 21, 22], [23, 24, 25, 26, 27], [28]]
     (chunk,) = plan_batches(prompts, completions, [0, 1, 2], max_tokens=10, pad_id=0)
     assert len(chunk.micro_batches) == 2 and chunk.ids.shape[0] == 2

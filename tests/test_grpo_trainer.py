@@ -61,12 +61,14 @@ def test_plan_shares_prompts_and_sorts_completions():
 
 
 @pytest.mark.parametrize("bf16", [False, True])
-def test_logprobs_exclude_prompt_and_padding(tiny_model, bf16):
+@pytest.mark.parametrize("prompts", [[[5, 6, 7, 8, 9], [10, 11], [5, 6, 7, 8, 9], [12, 13, 14]],
+                                     # prompts opening alike (the head runs once), one a prefix of another
+                                     [[5, 6, 7, 8, 9], [5, 6, 7], [5, 6, 7, 8, 9], [5, 6, 12]]])
+def test_logprobs_exclude_prompt_and_padding(tiny_model, bf16, prompts):
     """Shared-prompt, padded micro-batches give each sequence's log-probabilities as a lone plain forward does."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    prompts = [[5, 6, 7, 8, 9], [10, 11], [5, 6, 7, 8, 9], [12, 13, 14]]
     completions = [[20, 21], [22, 23, 24, 25, 26], [27], [30, 31, 32]]
     chunks = plan_batches(prompts, completions, [0, 1, 2, 3], max_tokens=6, pad_id=0)
     assert len(chunks) == 2 and sum(len(c.micro_batches) for c in chunks) > 2

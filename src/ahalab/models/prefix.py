@@ -6,6 +6,10 @@ KV cache; forwards of the continuations (``decode``) attend to it. The cache ten
 forwards as detached leaves that collect gradients; ``backward`` then sends them through the prefix
 forward in one go, so the gradient equals that of full-length forwards (tests check it against finite
 differences and against plain forwards).
+
+Distinct prompts often open alike too (every ``r1`` prompt starts with the same ~120-token system prompt):
+the tokens all prefixes start with run once, with batch 1, and the rest of each prefix continues from
+them, so a chunk of P prompts costs one system prompt instead of P.
 """
 from __future__ import annotations
 
@@ -17,12 +21,24 @@ class SharedPrefix:
     run once: per-layer keys/values and the last hidden state of each prefix, handed out as leaves."""
 
     def __init__(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, autocast: bool = False) -> None:
+        from transformers import DynamicCache
+
         self.model, self.autocast = model, autocast
         self.device = next(model.parameters()).device
-        self.ids, self.mask = ids.to(self.device), mask.to(self.device)
+        rows = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
+        shared = common_length(rows) if len(rows) > 1 else 0
+        tail_ids, tail_mask = pad([r[shared:] for r in rows], 0, left=True)  # padding is masked: any id
+        tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
+        self.mask = torch.cat([tail_mask.new_ones(len(rows), shared), tail_mask], 1)
+        decoder, cache = model.get_decoder(), None
         with self._autocast():
-            out = model.get_decoder()(input_ids=self.ids, attention_mask=self.mask,
-                                      position_ids=_positions(self.mask), use_cache=True)
+            if shared:  # the tokens every prefix starts with, once; the rest continues from their KV cache
+                head = decoder(input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True)
+                cache = DynamicCache([(layer.keys.expand(len(rows), -1, -1, -1),
+                                       layer.values.expand(len(rows), -1, -1, -1))
+                                      for layer in head.past_key_values.layers], config=model.config)
+            out = decoder(input_ids=tail_ids, attention_mask=self.mask, position_ids=shared + _positions(tail_mask),
+                          past_key_values=cache, use_cache=True)
         self.outputs = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         self.outputs.append(out.last_hidden_state[:, -1])
         self.leaves = [t.detach().requires_grad_(t.requires_grad) for t in self.outputs]
@@ -55,6 +71,28 @@ class SharedPrefix:
         pairs = [(out, leaf.grad) for out, leaf in zip(self.outputs, self.leaves) if leaf.grad is not None]
         if pairs:
             torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+
+
+def common_length(rows: list[list[int]]) -> int:
+    """Length of the token prefix all ``rows`` start with, at most the shortest row's length less one (every row
+    keeps a token of its own, whose state predicts what follows)."""
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+def pad(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) [len(rows), longest]: rows left- or right-aligned, ``mask`` 1.0 on their tokens."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width))
+    for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, cols] = torch.tensor(r, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

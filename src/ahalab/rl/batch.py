@@ -2,10 +2,10 @@
 at completion tokens.
 
 A group's G completions share one prompt (and a long one: the r1 format's is ~140 tokens, often more than the
-completion). ``Prefix`` runs every prompt of a chunk through the decoder once and keeps its KV cache
-(``ahalab.models.prefix.SharedPrefix``); completion micro-batches (rows sorted by length, so little padding)
-continue from that cache, and the prompt forward gets their gradients in one backward. The LM head runs only
-on hidden states that predict completion tokens.
+completion). ``Prefix`` runs every prompt of a chunk through the decoder once (and the system prompt they all
+open with once per chunk) and keeps its KV cache (``ahalab.models.prefix.SharedPrefix``); completion
+micro-batches (rows sorted by length, so little padding) continue from that cache, and the prompt forward gets
+their gradients in one backward. The LM head runs only on hidden states that predict completion tokens.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ahalab.models.prefix import SharedPrefix
+from ahalab.models.prefix import SharedPrefix, pad
 
 
 @dataclass
@@ -43,17 +43,6 @@ class PromptChunk:
     micro_batches: list[MicroBatch]
 
 
-def _pad(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width))
-    for r, s in enumerate(seqs):
-        cols = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[r, cols] = torch.tensor(s, dtype=torch.long)
-        mask[r, cols] = 1
-    return ids, mask
-
-
 def plan_batches(prompts: list[list[int]], completions: list[list[int]], indices: list[int], max_tokens: int,
                  pad_id: int) -> list[PromptChunk]:
     """Chunks of distinct prompts (at most ``max_tokens`` padded prompt tokens each) and, within each, the
@@ -81,9 +70,9 @@ def _chunk(keys: list[tuple[int, ...]], by_prompt: dict[tuple[int, ...], list[in
     owner = {i: k for k, key in enumerate(keys) for i in by_prompt[key]}
     rows = sorted(owner, key=lambda i: len(completions[i]), reverse=True)
     micro = [MicroBatch(torch.tensor(g), torch.tensor([owner[i] for i in g]),
-                        *_pad([completions[i] for i in g], pad_id))
+                        *pad([completions[i] for i in g], pad_id))
              for g in _bins(rows, lambda i: len(completions[i]), max_tokens)]
-    return PromptChunk(*_pad([list(k) for k in keys], pad_id, left=True), micro)
+    return PromptChunk(*pad([list(k) for k in keys], pad_id, left=True), micro)
 
 
 class Prefix(SharedPrefix):

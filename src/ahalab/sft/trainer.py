@@ -188,7 +188,7 @@ class SFTTrainer:
         wall = time.perf_counter() - start
         tokens = sum(len(ex) for ex in batch)  # the examples' tokens, however they were batched
         return {"loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "trained_tokens": targets,
-                "micro_batches": len(mbs), "shared_prefix": 0 if prefix is None else prefix.ids.size(1),
+                "micro_batches": len(mbs), "shared_prefix": 0 if prefix is None else prefix.mask.size(1),
                 "tokens_per_s": tokens / wall, "time_step_s": wall,
                 "epoch": self.order.position / len(self.examples)}
 

@@ -73,14 +73,11 @@ class SharedPrefix:
             torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
 
 
-def common_length(rows: list[list[int]]) -> int:
-    """Length of the token prefix all ``rows`` start with, at most the shortest row's length less one (every row
-    keeps a token of its own, whose state predicts what follows)."""
-    shortest = min(len(r) for r in rows)
-    n = 0
-    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
-        n += 1
-    return n
+def common_length(rows: list[list[int]], limit: int | None = None) -> int:
+    """Length of the token prefix all ``rows`` start with, at most ``limit`` (default: the shortest row's length
+    less one, so that every row keeps a token of its own, whose state predicts what follows)."""
+    limit = min(len(r) for r in rows) - 1 if limit is None else limit
+    return next((i for i in range(limit) if any(r[i] != rows[0][i] for r in rows)), limit)
 
 
 def pad(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ahalab.errors import UserError
-from ahalab.models.prefix import SharedPrefix
+from ahalab.models.prefix import SharedPrefix, common_length
 
 
 @dataclass
@@ -48,12 +48,11 @@ class Example:
 def split_shared_prefix(examples: Sequence[Example], min_len: int = 16) -> tuple[list[int], list[Example]]:
     """The longest token prefix all ``examples`` share, cut so that its last position predicts no trained token
     (its hidden state is not kept), and the remainders; ``([], examples)`` when it is shorter than ``min_len``."""
-    first = examples[0].input_ids
-    n = min(ex.trained.index(True) for ex in examples) - 1  # token n, the first of the remainders, is untrained
-    n = next((i for i in range(n) if any(ex.input_ids[i] != first[i] for ex in examples)), n)
+    limit = min(ex.trained.index(True) for ex in examples) - 1  # token n, the first of the remainders, is untrained
+    n = common_length([ex.input_ids for ex in examples], limit)
     if n < min_len:
         return [], list(examples)
-    return first[:n], [ex.suffix(n) for ex in examples]
+    return examples[0].input_ids[:n], [ex.suffix(n) for ex in examples]
 
 
 def tokenize_row(tokenizer: Any, messages: list[dict[str, str]]) -> Example:

@@ -3,8 +3,8 @@
 
 One update's worth of policy work (``ahalab.rl.batch``) on real ``r1`` prompts (arithmetic level 1, ~143
 tokens, ~120 of them the shared system prompt) with ``--generations`` random completions of ``--tokens``
-tokens per prompt, full fine-tuning, fp32; fastest of ``--repeats``. Run it in two checkouts to compare two
-versions of the update (the numbers in docs/benchmarks.md compare commits this way). Prints one JSON line.
+tokens per prompt, full fine-tuning, fp32; fastest of ``--repeats``. To compare two versions of the update, run it
+with ``PYTHONPATH`` pointing at each checkout's ``src`` (docs/benchmarks.md compares commits this way). Prints one JSON line.
 
     python benchmarks/grpo_update.py --prompts 8 --generations 8 --tokens 40
 """
@@ -24,12 +24,12 @@ from ahalab.tasks import get_task
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--model", default="smollm2-135m", help="model alias, local path or HF id")
+    ap.add_argument("--prompts", type=int, default=8, help="distinct r1 prompts (a step's prompts)")
+    ap.add_argument("--generations", type=int, default=8, help="completions per prompt")
     ap.add_argument("--tokens", type=int, default=40, help="completion length")
-    ap.add_argument("--micro-batch-tokens", type=int, default=2048)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--micro-batch-tokens", type=int, default=2048, help="padded tokens per micro-batch")
+    ap.add_argument("--repeats", type=int, default=3, help="timed updates; the fastest counts")
     a = ap.parse_args()
 
     torch.manual_seed(0)

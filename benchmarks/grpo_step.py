@@ -23,7 +23,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ahalab.rewards import register
+from ahalab.rewards import contents, register
 from ahalab.rl.config import ZeroConfig, ZeroEval
 from ahalab.runs import RunDir
 from ahalab.tasks import TASKS
@@ -46,10 +46,10 @@ class BenchAddition(Task):
 
 
 @register
-def answer_tag_accuracy(completions: list[str], answer: list[str], **_) -> list[float | None]:
+def answer_tag_accuracy(completions: list, answer: list[str], **_) -> list[float | None]:
     """The baseline's reward: 1.0 when the <answer> tag holds exactly the right number."""
     out = []
-    for c, gold in zip(completions, answer):
+    for c, gold in zip(contents(completions), answer):
         m = ANSWER.search(c)
         out.append(1.0 if m and m.group(1).strip() == gold else 0.0)
     return out

@@ -39,7 +39,8 @@ def make_data(examples: int, out: Path) -> str:
 
 def bench_ahalab(a: argparse.Namespace, data: str, run_dir: Path, shared_prefix: bool) -> dict[str, Any]:
     from ahalab.runs import RunDir
-    from ahalab.sft.trainer import SFTConfig, SFTTrainer
+    from ahalab.sft.config import SFTConfig
+    from ahalab.sft.trainer import SFTTrainer
 
     cfg = SFTConfig(model=a.model, train=[data], batch_size=a.batch_size, lr=a.lr, lr_schedule="constant",
                     bf16=a.bf16, packing=a.packing, shared_prefix=shared_prefix, micro_batch_tokens=a.row_tokens,
@@ -60,7 +61,7 @@ def bench_trl(a: argparse.Namespace, data: str, out: Path, mean_len: float) -> d
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from ahalab.data.dataset import load_rows
+    from ahalab.sft.data import load_rows
     from ahalab.models import load_model, resolve_model
 
     rows = load_rows(data)

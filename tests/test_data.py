@@ -6,7 +6,8 @@ import json
 import pytest
 
 from ahalab.data.build import DataConfig, build_dataset
-from ahalab.data.dataset import completion_of, load_rows, reasoning_of
+from ahalab.data.dataset import completion_of, reasoning_of
+from ahalab.sft.data import load_rows
 from ahalab.data.decontaminate import EvalSet, decontaminate, eval_set_from_task
 from ahalab.data.filters import grade_traces, rejection_sample
 from ahalab.data.journey import journey_from_samples, journeys_from_search
@@ -27,7 +28,7 @@ def test_arithmetic_program_traces_always_verify(level):
     problems = task.load(limit=60, seed=level)
     traces = ArithmeticTeacher().generate(problems)
     for p, t in zip(problems, traces):
-        assert task.grade(p, t.text).correct, (p.question, t.text)
+        assert task.is_correct(p, t.text), (p.question, t.text)
         assert t.text.startswith("<think>\n") and t.text.endswith("</answer>")
 
 
@@ -52,7 +53,7 @@ def test_countdown_program_traces_always_verify(num_numbers, count):
     problems = task.load(limit=count, seed=11)
     for teacher in (CountdownTeacher(max_dead_ends=0), CountdownTeacher(), CountdownTeacher(min_dead_ends=2)):
         for p, t in zip(problems, teacher.generate(problems)):
-            assert task.grade(p, t.text).correct, (p.question, t.text)
+            assert task.is_correct(p, t.text), (p.question, t.text)
 
 
 def test_countdown_search_is_bounded_and_person_like():
@@ -87,7 +88,7 @@ def test_search_journeys_contain_dead_ends_and_end_correct():
         journey, shortcut = pair.rows(task)
         j, s = completion_of(journey), completion_of(shortcut)
         assert "Back up" in j and "Back up" not in s
-        assert task.grade(pair.problem, j).correct and task.grade(pair.problem, s).correct
+        assert task.is_correct(pair.problem, j) and task.is_correct(pair.problem, s)
         assert j.rstrip().endswith(f"<answer>{pair.answer}</answer>")
         assert shortcut["problem_id"] == journey["problem_id"]
         # the dead end comes first; the trace ends on the shortcut's winning line
@@ -107,7 +108,7 @@ def test_sample_journey_has_wrong_attempt_reflection_and_correct_end():
     journey = completion_of(pair.rows(task)[0])
     assert journey.index("30 + 7 = 37") < journey.index("Wait, 30 + (100 - 93) gives 37, not 23.") \
         < journey.index("30 - 7 = 23")
-    assert task.grade(problem, journey).correct and pair.answer == "30 - (100 - 93)"
+    assert task.is_correct(problem, journey) and pair.answer == "30 - (100 - 93)"
     assert pair.shortcut == "100 - 93 = 7, then 30 - 7 = 23."
     assert journey_from_samples(task, _graded(task, problem, [right, right])) is None
 
@@ -269,7 +270,7 @@ def test_engine_teacher_prefixes_and_resumes(tiny_model, tmp_path):
     traces = teacher.generate(problems, samples=3, cache=tmp_path / "c.jsonl")
     assert teacher.name == "engine:echo" and engine.calls == 2
     assert traces[2].text == "<think> thinking 2</think>\n<answer>2</answer>" and traces[2].tokens == 5
-    assert [g.graded.correct for g in grade_traces(task, problems, traces)] == [False, False, True, False, True, False]
+    assert [g.correct for g in grade_traces(task, problems, traces)] == [False, False, True, False, True, False]
     teacher.generate(problems, samples=3, cache=tmp_path / "c.jsonl")
     assert engine.calls == 2
 

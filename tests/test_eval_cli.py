@@ -44,7 +44,7 @@ def test_bad_input_gets_clear_errors(tmp_path, tiny_model, capsys) -> None:
     base = ["--model", tiny_model, "--engine", "hf", "--out", str(tmp_path / "r")]
     assert "valid" in _fails(capsys, *base, "--task", "nope").lower()
     assert "limit" in _fails(capsys, *base, "--task", "arithmetic", "--limit", "0").lower()
-    assert "hf" in _fails(capsys, "--model", tiny_model, "--engine", "tpu", "--task", "arithmetic", "--limit", "2")
+    assert "not one of vllm, hf" in _fails(capsys, "--model", tiny_model, "engine=tpu", "--task", "arithmetic")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": oops}\n')
     assert "bad.jsonl:2" in _fails(capsys, *base, "--task", "jsonl", "--data", str(bad))

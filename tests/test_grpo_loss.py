@@ -10,7 +10,7 @@ import torch
 
 from ahalab.models.prefix import common_length
 from ahalab.rl.batch import Prefix, plan_batches
-from ahalab.rl.grpo import group_advantages, grpo_loss
+from ahalab.rl.loss import group_advantages, grpo_loss
 
 LOSS_TYPES = ["grpo", "dr_grpo", "dapo", "rloo"]
 

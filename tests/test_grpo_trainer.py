@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from ahalab.engines.base import Engine
-from ahalab.rewards import REWARDS
+from ahalab.prompts import render
+from ahalab.rewards import REWARDS, contents
 from ahalab.rl.batch import Prefix, plan_batches
 from ahalab.rl.config import ZeroConfig, ZeroEval
-from ahalab.rl.rollout import PromptStream
 from ahalab.runs import RunDir
 from ahalab.types import Completion, Problem
 
@@ -91,14 +91,6 @@ def test_logprobs_exclude_prompt_and_padding(tiny_model, bf16, prompts):
     assert sorted(seen) == [0, 1, 2, 3]
 
 
-def test_prompt_stream_is_seeded_and_resumable():
-    problems = [Problem(id=str(i), question=f"q{i}", answer=str(i)) for i in range(5)]
-    first = [p.id for p in PromptStream(problems, seed=3).take(12)]
-    assert sorted(first[:5]) == sorted(first[5:10]) == ["0", "1", "2", "3", "4"]  # every epoch a permutation
-    later = PromptStream(problems, seed=3, position=7)
-    assert [p.id for p in later.take(5)] == first[7:12]
-
-
 # --- dynamic sampling -------------------------------------------------------------------------------------
 
 
@@ -140,7 +132,7 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model, tmp_path, dy
     trainer.engine = ScriptedEngine(trainer.tokenizer)
     batch, sampled = trainer.sample_batch(step=1)
     flat = [int(p.question.split()[2]) % 2 == 0 for p in sampled.problems]
-    assert sampled.num_groups == trainer.stream.position  # every drawn prompt was sampled once
+    assert sampled.num_groups == trainer.order.position  # every drawn prompt was sampled once
     if dynamic:
         assert batch.num_groups == 4 and all(s > 0 for s in batch.group_std().tolist())
         assert sampled.num_groups == 4 + sum(flat) and trainer.engine.calls > 1
@@ -151,12 +143,26 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model, tmp_path, dy
     assert batch.advantages.view(-1, 4).sum(1).abs().max() < 1e-5
 
 
+def test_a_trl_reward_function_plugs_into_zero_unchanged(tiny_model, tmp_path):
+    """trl.rewards.think_format_reward (written for TRL's conversational completions) scores ahalab's rollouts."""
+    from trl.rewards import think_format_reward
+
+    name = "trl.rewards:think_format_reward"
+    cfg = tiny_config(tiny_model, tmp_path, prompts_per_step=3, rewards={name: 1.0, "accuracy": 1.0})
+    trainer = make_trainer(cfg)
+    trainer.engine = ScriptedEngine(trainer.tokenizer)
+    _, sampled = trainer.sample_batch(step=1)
+    expected = think_format_reward([[{"role": "assistant", "content": t}] for t in sampled.texts])
+    assert sampled.rewards[name] == expected and set(expected) == {1.0}  # "<think></think> <answer>..."
+    assert sampled.total.tolist() == [1.0 + s.score for s in sampled.samples]
+
+
 # --- learning, NaN -------------------------------------------------------------------------------------------
 
 
 def test_a_trivial_reward_rises(tiny_model, tmp_path, monkeypatch):
     """"Say 7": the reward counts the 7s in a completion; GRPO teaches the random tiny model to say them."""
-    monkeypatch.setitem(REWARDS, "say7", lambda completions, **_: [c.count("7") / 4 for c in completions])
+    monkeypatch.setitem(REWARDS, "say7", lambda completions, **_: [c.count("7") / 4 for c in contents(completions)])
     cfg = tiny_config(tiny_model, tmp_path, steps=15, prompts_per_step=2, generations=8, rewards={"say7": 1.0})
     make_trainer(cfg).train()
     rewards = [r["reward_mean"] for r in RunDir(tmp_path).metrics()]
@@ -166,7 +172,7 @@ def test_a_trivial_reward_rises(tiny_model, tmp_path, monkeypatch):
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_model, tmp_path, monkeypatch):
     from ahalab.rl import trainer as trainer_module
-    from ahalab.rl.trainer import TrainingError
+    from ahalab.training.loop import TrainingError
 
     trainer = make_trainer(tiny_config(tiny_model, tmp_path, steps=1, checkpoint_every=1))
     trainer.train()
@@ -177,7 +183,8 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_model, tmp_path, monk
         return loss * float("nan"), stats
 
     monkeypatch.setattr(trainer_module, "grpo_loss", nan_loss)
-    trainer.cfg.steps, trainer.cfg.checkpoint_every = 6, 0
+    trainer.cfg.steps = trainer.total_steps = 6
+    trainer.cfg.checkpoint_every = 0
     with pytest.raises(TrainingError, match="not finite.*step-000001"):
         trainer.train()
     assert len(RunDir(tmp_path).metrics()) < 6  # the failing step is not logged
@@ -197,7 +204,8 @@ def test_vllm_gets_the_trained_weights(tiny_model, tmp_path, lora_r):
     trainer = make_trainer(cfg)
     trainer.train()
     assert sum(r["sequences_trained"] for r in RunDir(tmp_path).metrics()) > 0
-    prompts = [trainer.render(p.question)[0] for p in trainer.stream.problems[:4]]
+    prompts = [render(trainer.engine.tokenizer, trainer.task, p.question, cfg.format).prompt
+               for p in trainer.train_problems[:4]]
     outs = [o[0] for o in trainer.engine.generate(prompts, max_tokens=8, logprobs=True)]
     pr, cm = [c.prompt_token_ids for c in outs], [c.token_ids for c in outs]
     chunks = plan_batches(pr, cm, list(range(4)), 10_000, 0)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ahalab.errors import UserError
-from ahalab.pipeline import STAGE_KINDS, register_stage, run_recipe
+from ahalab.pipeline import run_recipe
+from ahalab.stages import STAGE_KINDS, register_stage
 
 CALLS: list[tuple[str, bool]] = []
 
@@ -98,7 +99,79 @@ def test_unknown_override_stage(tmp_path) -> None:
 
 
 def test_eval_stage_is_registered() -> None:
-    from ahalab.pipeline import load_stage_kinds
+    from ahalab.stages import load_stage_kinds
 
     load_stage_kinds()
     assert STAGE_KINDS["eval"].outputs == ("summary", "accuracy")
+
+
+# --- never lose or reuse stale work -------------------------------------------------------------------
+
+
+FILE_RECIPE = """
+stages:
+  - name: first
+    kind: test_make
+    config: {x: 1, data: "%s"}
+"""
+
+
+def test_a_changed_input_file_makes_a_done_stage_stale(tmp_path) -> None:
+    CALLS.clear()
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"q": 1}\n')
+    recipe, out = _recipe(tmp_path, FILE_RECIPE % data), tmp_path / "run"
+    run_recipe(recipe, out, log=lambda s: None)
+    run_recipe(recipe, out, log=lambda s: None)
+    assert len(CALLS) == 1  # unchanged: skipped
+    data.write_text('{"q": 2}\n')  # same name, new content
+    lines: list[str] = []
+    run_recipe(recipe, out, dry_run=True, log=lines.append)
+    assert lines[0].endswith("redo")
+
+
+def test_a_changed_code_version_makes_a_done_stage_stale(tmp_path, monkeypatch) -> None:
+    from ahalab import pipeline
+
+    recipe, out = _recipe(tmp_path), tmp_path / "run"
+    run_recipe(recipe, out, log=lambda s: None)
+    monkeypatch.setattr(pipeline, "code_version", lambda: "another-version")
+    lines: list[str] = []
+    run_recipe(recipe, out, dry_run=True, log=lines.append)
+    assert all(": redo" in line for line in lines)
+
+
+def test_neutral_settings_do_not_redo_and_a_redo_moves_finished_work_aside(tmp_path, tiny_model) -> None:
+    """A zero stage: changing threads keeps it done; changing lr moves the old stage folder aside (kept)."""
+    import ahalab.rl.stage  # noqa: F401  (registers zero)
+    from ahalab.pipeline import load_recipe, plan
+    from ahalab.stages import load_stage_kinds
+
+    load_stage_kinds()
+    text = f"stages:\n  - name: z\n    kind: zero\n    config: {{model: {tiny_model}, steps: 1, threads: 1}}\n"
+    recipe, out = _recipe(tmp_path, text), tmp_path / "run"
+    (out / "01-z").mkdir(parents=True)
+    (out / "01-z" / "traces.jsonl").write_text("paid for\n")
+    _, stages = load_recipe(recipe)
+    first = plan(stages, out)[0]
+    (out / "01-z" / "stage.json").write_text(json.dumps({"hash": first.hash, "status": "done", "outputs": {}}))
+    _, stages = load_recipe(recipe, ["z.threads=2", "z.checkpoint_every=3"])
+    assert plan(stages, out)[0].state == "done"
+    _, stages = load_recipe(recipe, ["z.lr=0.5"])
+    assert plan(stages, out)[0].state == "redo"
+    from ahalab.pipeline import move_aside
+
+    note = move_aside(out / "01-z", force=False)
+    aside = [d for d in out.iterdir() if d.name.startswith("01-z.old-")]
+    assert "moved aside" in note and len(aside) == 1 and (aside[0] / "traces.jsonl").read_text() == "paid for\n"
+    assert not (out / "01-z").exists()
+
+
+@pytest.mark.parametrize("name", ["y/../../victim", "../x", "a b", "", ".hidden", "x.y"])
+def test_stage_names_cannot_leave_the_run_folder(tmp_path, name) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    text = RECIPE.replace("name: first", f"name: {json.dumps(name)}").replace("${first.value}", "1")
+    with pytest.raises(UserError, match="letters, digits and underscores"):
+        run_recipe(_recipe(tmp_path, text), tmp_path / "run", log=lambda s: None)
+    assert victim.exists() and not (tmp_path / "run").exists()

@@ -6,7 +6,7 @@ from ahalab import precision
 from ahalab.config import from_dict
 from ahalab.errors import UserError
 from ahalab.rl.config import ZeroConfig
-from ahalab.sft.trainer import SFTConfig
+from ahalab.sft.config import SFTConfig
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -32,5 +32,5 @@ def test_configs_take_true_false_auto_and_reject_others(cls, extra) -> None:
         cfg = from_dict(cls, {"bf16": value, **extra})
         cfg.validate()
         assert cfg.bf16 == value
-    with pytest.raises(UserError, match="bf16 must be true, false or auto"):
+    with pytest.raises(UserError, match="bf16: 'ture' is not one of true, false, auto"):
         from_dict(cls, {"bf16": "ture", **extra}).validate()

@@ -187,7 +187,7 @@ def test_demo_tour_on_a_tiny_model(tiny_model, tmp_path, capsys) -> None:
 
 
 def test_paired_differences_against_the_baseline() -> None:
-    from ahalab.eval.compare import add_paired_differences
+    from ahalab.report import add_paired_differences
 
     rows = [{"run": "a", "greedy": 0.5, "x": 1}, {"run": "b", "greedy": 0.75, "x": 2}]
     correct = {"a": {"p1": 1.0, "p2": 0.0, "p3": 1.0, "p4": 0.0}, "b": {"p1": 1.0, "p2": 1.0, "p3": 1.0, "p4": 0.0}}

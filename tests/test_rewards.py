@@ -52,7 +52,7 @@ def test_language_share_of_target_script():
 
 def test_cosine_prefers_short_right_and_long_wrong(task):
     fn = get_reward("cosine", task=task, max_tokens=100)
-    out = fn([GOOD, GOOD, WRONG, WRONG, GOOD], problem=[PROBLEM] * 5, completion_tokens=[0, 100, 0, 100, 50])
+    out = fn([GOOD, GOOD, WRONG, WRONG, GOOD], problem=[PROBLEM] * 5, completion_ids=[[0] * n for n in (0, 100, 0, 100, 50)])
     assert out[:4] == pytest.approx([1.0, 0.5, -1.0, -0.5])
     assert out[4] == pytest.approx(0.75)  # halfway: the middle of [0.5, 1.0]
 
@@ -64,7 +64,7 @@ def test_repetition_penalty():
 
 def test_overlong_soft_punishment():
     fn = get_reward("overlong", max_tokens=100, cache=20)
-    assert fn(["x"] * 4, completion_tokens=[50, 80, 90, 100]) == pytest.approx([0.0, 0.0, -0.5, -1.0])
+    assert fn(["x"] * 4, completion_ids=[[0] * n for n in (50, 80, 90, 100)]) == pytest.approx([0.0, 0.0, -0.5, -1.0])
 
 
 def test_get_reward_binds_only_accepted_context():
@@ -100,3 +100,34 @@ def test_reward_model_scores_only_unverifiable_prompts(tiny_model, tmp_path):
         == [1.0, 1.0]
     with pytest.raises(UserError, match="needs a checkpoint"):
         get_reward("reward_model")(texts, problem=problems)
+
+
+# --- TRL's reward contract ----------------------------------------------------------------------------
+
+
+def test_rewards_take_trl_keywords_and_conversational_completions(task):
+    """Called as TRL calls them: keywords only, completions as strings or as one-message conversations."""
+    from ahalab.rewards import contents
+
+    conversational = [[{"role": "assistant", "content": t}] for t in (GOOD, WRONG)]
+    assert contents(conversational) == [GOOD, WRONG]
+    fn = get_reward("accuracy", task=task)
+    kwargs = {"prompts": ["p", "p"], "completion_ids": [[1], [2]], "problem": [PROBLEM] * 2, "answer": ["5"] * 2,
+              "trainer_state": None}
+    assert fn(completions=conversational, **kwargs) == fn(completions=[GOOD, WRONG], **kwargs) == [1.0, 0.0]
+    assert get_reward("format_exact")(completions=conversational, **kwargs) == [1.0, 1.0]
+    assert get_reward("format_soft")(completions=conversational, **kwargs) == [1.0, 1.0]
+
+
+def test_a_trl_reward_function_by_import_path():
+    from trl.rewards import think_format_reward
+
+    fn = get_reward("trl.rewards:think_format_reward", task=None, max_tokens=10)
+    completions = [[{"role": "assistant", "content": "<think>\nx\n</think>\nanswer"}],
+                   [{"role": "assistant", "content": "no think"}]]
+    assert fn(prompts=[[], []], completions=completions, completion_ids=[[1], [2]]) == \
+        think_format_reward(completions) == [1.0, 0.0]
+    with pytest.raises(UserError, match="cannot import"):
+        get_reward("no_such_module:f")
+    with pytest.raises(UserError, match="unknown reward"):
+        get_reward("nope")

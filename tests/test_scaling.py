@@ -13,12 +13,13 @@ from ahalab.eval.metrics import majority_vote
 from ahalab.scaling.adaptive import adaptive_consistency, decisive, leader_probability, stopping_point
 from ahalab.scaling.beam import beam_search, dvts
 from ahalab.scaling.budget import budget_forcing
-from ahalab.scaling.scorers import Oracle, RewardModel, confidence
-from ahalab.scaling.strategies import Sample, best_of_n, vote, weighted_vote
+from ahalab.models.reward import RewardModel
+from ahalab.scaling.scorers import Oracle, confidence
+from ahalab.scaling.strategies import best_of_n, vote, weighted_vote
 from ahalab.scaling.sweep import Spec, orders, parse_strategies, sweep
 from ahalab.tasks.answers import math_equal
 from ahalab.tasks.base import Task
-from ahalab.types import Completion, Problem
+from ahalab.types import Completion, Problem, Sample
 
 # A scripted step: (text, how it ends) with ending "eos" (end of sequence), "stop" (stop string) or "length".
 Script = Callable[[str, int, int], list[tuple[str, str]]]  # (prompt, n, max_tokens) -> n steps
@@ -73,8 +74,8 @@ def tokenizer(tiny_model):
 
 
 def _samples(answers, scores=None, correct=None, tokens=None) -> list[Sample]:
-    return [Sample(text=f"answer: {a}", answer=a, correct=bool(correct[i]) if correct else False,
-                   tokens=tokens[i] if tokens else 10, prompt_tokens=5, finish_reason="stop",
+    return [Sample(_problem(), "prompt", "", Completion(f"answer: {a}", [0] * (tokens[i] if tokens else 10), "stop"),
+                   answer=a, score=float(bool(correct[i])) if correct else 0.0, index=i, prompt_tokens=5,
                    scores={"s": scores[i]} if scores else {}) for i, a in enumerate(answers)]
 
 
@@ -260,7 +261,8 @@ def test_bad_sweep_strategies_are_user_errors() -> None:
 def test_scale_command_modes_on_a_tiny_model(tmp_path, tiny_model) -> None:
     from ahalab.cli import main
     from ahalab.engines import make_engine
-    from ahalab.scaling.commands import ScaleConfig, run_scale
+    from ahalab.scaling.commands import run_scale
+    from ahalab.scaling.config import MODES
 
     out = tmp_path / "sweep"
     assert main(["scale", "--model", tiny_model, "--engine", "hf", "--task", "arithmetic", "--limit", "3",
@@ -274,11 +276,13 @@ def test_scale_command_modes_on_a_tiny_model(tmp_path, tiny_model) -> None:
 
     engine = make_engine("hf", tiny_model, dtype="float32", seed=0)
     base = {"model": tiny_model, "task": "arithmetic", "task_options": {"levels": [1, 3]}, "limit": 2,
-            "max_tokens": 6, "step_tokens": 3, "max_steps": 2, "think_tokens": 4, "answer_tokens": 3}
-    for mode, extra in [("beam", {"budgets": [2], "beam_width": 2}), ("dvts", {"budgets": [4], "beam_width": 2}),
-                        ("budget-forcing", {"budgets": [0, 1]}), ("adaptive", {"budgets": [3]}),
-                        ("route", {"reason_samples": 2, "probe_samples": 2})]:
-        run_dir, printed = run_scale(ScaleConfig(strategy=mode, out=str(tmp_path / mode), **base, **extra), engine)
+            "max_tokens": 6}
+    for mode, extra in [("beam", {"budgets": [2], "beam_width": 2, "step_tokens": 3, "max_steps": 2}),
+                        ("dvts", {"budgets": [4], "beam_width": 2, "step_tokens": 3, "max_steps": 2}),
+                        ("budget-forcing", {"budgets": [0, 1], "think_tokens": 4, "answer_tokens": 3}),
+                        ("adaptive", {"budgets": [3]}), ("route", {"reason_samples": 2, "probe_samples": 2})]:
+        cfg = MODES[mode](strategy=mode, out=str(tmp_path / mode), **base, **extra)
+        run_dir, printed = run_scale(cfg, engine)
         summary = json.loads(run_dir.file("summary.json").read_text())
         assert summary["mode"] == mode and printed and run_dir.file("accuracy_vs_tokens.png").exists()
         if mode == "route":

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from ahalab.data.build import DataConfig, build_dataset
-from ahalab.data.dataset import load_rows
+from ahalab.sft.data import load_rows
 from ahalab.runs import RunDir
 from ahalab.models.prefix import SharedPrefix
 from ahalab.sft.collate import Example, completion_nll, pack, pad_batches, split_shared_prefix, tokenize_row
-from ahalab.sft.trainer import DataOrder, SFTConfig, SFTTrainer
+from ahalab.sft.config import SFTConfig
+from ahalab.sft.trainer import SFTTrainer
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 7?"},
             {"role": "assistant", "content": "<think>\n12 + 7 = 19\n</think>\n<answer>19</answer>"}]
@@ -142,15 +143,6 @@ def test_pack_respects_the_row_size(tiny):
         assert mb.input_ids.numel() <= 3 * longest
 
 
-def test_data_order_is_a_seeded_shuffle_per_epoch():
-    order = DataOrder(5, seed=3)
-    first, second = order.take(5), order.take(5)
-    assert sorted(first) == sorted(second) == list(range(5)) and first != second
-    again = DataOrder(5, seed=3)
-    again.position = 3
-    assert again.take(4) == (first + second)[3:7]
-
-
 @pytest.fixture(scope="module")
 def countdown_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("sftdata") / "d"
@@ -201,7 +193,7 @@ def test_sft_lora_saves_a_merged_model(tiny_model, countdown_data, tmp_path):
 
 
 def test_distill_runs_the_whole_pipeline(tiny_model, tmp_path):
-    from ahalab.data.distill import DistillConfig, run_distill
+    from ahalab.distill import DistillConfig, run_distill
 
     evals = [{"name": "heldout", "task": "countdown", "seed": 1234, "limit": 3, "engine": "hf", "max_tokens": 8}]
     cfg = DistillConfig(model=tiny_model, evals=evals, train_on="shortcut", out=str(tmp_path / "run"),
@@ -218,21 +210,23 @@ def test_distill_runs_the_whole_pipeline(tiny_model, tmp_path):
 def test_cli_parsers_and_recipe_wiring(tmp_path):
     import argparse
 
-    import ahalab.data.stages  # noqa: F401  (registers distill_data)
-    import ahalab.sft.stages  # noqa: F401  (registers sft)
+    import ahalab.data.stage  # noqa: F401  (registers distill_data)
+    import ahalab.sft.stage  # noqa: F401  (registers sft)
+    from ahalab import distill
     from ahalab.config import load_config
     from ahalab.data import commands as data_commands
-    from ahalab.data.distill import DistillConfig
+    from ahalab.distill import DistillConfig
     from ahalab.pipeline import check_wiring, load_recipe
     from ahalab.sft import commands as sft_commands
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     data_commands.add_parser(sub)
+    distill.add_parser(sub)
     sft_commands.add_parser(sub)
     args = parser.parse_args(["distill", "--task", "arithmetic", "--teacher", "engine", "--samples", "8",
                               "--out", str(tmp_path), "sft.epochs=1"])
-    cfg = load_config(DistillConfig, args.config, args.overrides, data_commands._flags(args, (
+    cfg = load_config(DistillConfig, args.config, args.overrides, data_commands.nested_flags(args, (
         "task", "teacher", "teacher_model", "base_url", "samples", "journey", "limit")))
     assert (cfg.data.task, cfg.data.teacher, cfg.data.samples, cfg.sft.epochs) == ("arithmetic", "engine", 8, 1.0)
     args = parser.parse_args(["sft", "--train", "a.jsonl", "--eval", "countdown:x/cd3_test.jsonl",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ahalab.runs import DataError
-from ahalab.tasks import TASKS, TaskError, get_task, list_tasks
+from ahalab.tasks import TASKS, TaskError, get_task
 from ahalab.tasks.answers import VERIFY_TIMEOUT_S
 from ahalab.tasks.countdown import countdown_correct, expression_part, solve_countdown
 from ahalab.types import Problem
@@ -33,7 +33,7 @@ def _exact(expression: str) -> Fraction:
 # --- registry -------------------------------------------------------------------------------
 
 def test_registry_lists_and_builds_tasks() -> None:
-    assert list_tasks() == ["arithmetic", "countdown", "gsm8k", "math500", "jsonl"]
+    assert list(TASKS) == ["arithmetic", "countdown", "gsm8k", "math500", "jsonl"]
     assert all(get_task(name).name == name for name in TASKS)
     with pytest.raises(TaskError, match="valid tasks: arithmetic, countdown"):
         get_task("nope")
@@ -66,7 +66,7 @@ def test_arithmetic_is_deterministic_and_correct(level: int) -> None:
             assert _exact(p.question.removeprefix("What is ").removesuffix("?")) == int(p.answer)
         else:
             assert int(p.answer) >= 0
-        assert task.grade(p, f"Let me think.\nAnswer: {p.answer}").correct
+        assert task.is_correct(p, f"Let me think.\nAnswer: {p.answer}")
 
 
 def test_arithmetic_levels_shapes_and_mixing() -> None:
@@ -81,15 +81,14 @@ def test_arithmetic_levels_shapes_and_mixing() -> None:
 def test_arithmetic_grading() -> None:
     task = get_task("arithmetic")
     p = Problem(id="x", question="What is 47 + 25?", answer="72")
-    assert task.grade(p, "<answer>72</answer>").score == 1.0
-    assert task.grade(p, "47 + 25 = \\boxed{72}").correct
-    assert task.grade(p, "The answer is 72.").correct
-    assert task.grade(p, "so 47 + 25 = 72").correct
-    assert task.grade(p, "<answer>47 + 25 = 72</answer>").correct
-    assert not task.grade(p, "<think>add</think> <answer>47 + 25</answer>").correct  # copying is not answering
-    graded = task.grade(p, "Answer: 71")
-    assert (graded.answer, graded.correct, graded.score) == ("71", False, 0.0)
-    assert task.grade(p, "no idea").answer is None
+    assert task.grade(p, "<answer>72</answer>")[1] == 1.0
+    assert task.is_correct(p, "47 + 25 = \\boxed{72}")
+    assert task.is_correct(p, "The answer is 72.")
+    assert task.is_correct(p, "so 47 + 25 = 72")
+    assert task.is_correct(p, "<answer>47 + 25 = 72</answer>")
+    assert not task.is_correct(p, "<think>add</think> <answer>47 + 25</answer>")  # copying is not answering
+    assert task.grade(p, "Answer: 71") == ("71", 0.0)
+    assert task.grade(p, "no idea")[0] is None
 
 
 # --- countdown ------------------------------------------------------------------------------
@@ -105,7 +104,7 @@ def test_countdown_generator_emits_only_solvable_instances(num_numbers: int) -> 
         assert p.answer == str(target) and f"Using the numbers {numbers}" in p.question
         solution = p.meta["solution"]  # what solve_countdown found when generating
         assert countdown_correct(solution, numbers, target)
-        assert task.grade(p, f"<think>search</think> <answer>{solution}</answer>").correct
+        assert task.is_correct(p, f"<think>search</think> <answer>{solution}</answer>")
     assert task.load(limit=5, seed=0) == problems[:5]
     assert task.load(limit=5, seed=1) != problems[:5]
 
@@ -135,14 +134,14 @@ def test_countdown_solver() -> None:
 def test_countdown_verifier(answer: str, correct: bool) -> None:
     task = get_task("countdown")
     p = Problem(id="c", question="", answer="23", meta={"numbers": [30, 100, 93], "target": 23})
-    assert task.grade(p, answer).correct is correct
+    assert task.is_correct(p, answer) is correct
 
 
 def test_countdown_exact_fractions_and_equivalence() -> None:
     task = get_task("countdown")
     p = Problem(id="c", question="", answer="24", meta={"numbers": [3, 3, 8, 8], "target": 24})
-    assert task.grade(p, "<answer>8 / (3 - 8 / 3)</answer>").correct
-    assert not task.grade(p, "<answer>8 * 3 + 8 - 8</answer>").correct
+    assert task.is_correct(p, "<answer>8 / (3 - 8 / 3)</answer>")
+    assert not task.is_correct(p, "<answer>8 * 3 + 8 - 8</answer>")
     assert task.equivalent("30 - (100 - 93)", "30 + 93 - 100")
     assert not task.equivalent("30 - (100 - 93)", "23")  # different numbers
     assert not task.equivalent("30 - (100 - 93)", "1/0")
@@ -189,7 +188,7 @@ def test_load_math500_file() -> None:
     first = problems[0]
     assert first.id == "test/precalculus/807.json" and first.answer == "\\left( 3, \\frac{\\pi}{2} \\right)"
     assert {"subject", "level", "unique_id", "solution"} <= set(first.meta)
-    assert get_task("math500").grade(first, "So the point is $\\boxed{(3, \\frac{\\pi}{2})}$.").correct
+    assert get_task("math500").is_correct(first, "So the point is $\\boxed{(3, \\frac{\\pi}{2})}$.")
 
 
 def test_hub_failure_says_to_pass_a_local_file(monkeypatch) -> None:
@@ -212,7 +211,7 @@ def test_jsonl_task_field_mapping_and_limits(tmp_path) -> None:
     problems = task.load(path, limit=3)
     expected = [(f"k{i}", f"Capital {i}?", f"City{i}") for i in range(3)]
     assert [(p.id, p.question, p.answer) for p in problems] == expected
-    assert task.grade(problems[1], "City1").correct and not task.grade(problems[1], "City2").correct
+    assert task.is_correct(problems[1], "City1") and not task.is_correct(problems[1], "City2")
     assert [p.id for p in get_task("jsonl", question_field="q", answer_field="a").load(path)][:2] == ["jsonl-00000",
                                                                                                      "jsonl-00001"]
     assert get_task("jsonl", extractors="answer_tag,whole").extractors == ("answer_tag", "whole")
@@ -279,7 +278,6 @@ def test_grade_survives_hostile_output(tmp_path, name: str, problem: Problem) ->
     ]
     for attack in attacks:
         start = time.perf_counter()
-        graded = task.grade(problem, attack)
-        assert graded.score == 0.0 and not graded.correct, attack[:60]
+        assert task.grade(problem, attack)[1] == 0.0, attack[:60]
         assert time.perf_counter() - start < VERIFY_TIMEOUT_S + 3.0, attack[:60]
     assert not marker.exists()

@@ -12,13 +12,15 @@ import sys
 # Subcommand modules, in the order `ahalab --help` lists them.
 COMMAND_MODULES = [
     "ahalab.models.commands",
+    "ahalab.tasks.commands",
     "ahalab.eval.commands",
     "ahalab.scaling.commands",
     "ahalab.rl.commands",
     "ahalab.data.commands",
+    "ahalab.distill",
     "ahalab.sft.commands",
     "ahalab.pipeline",
-    "ahalab.eval.compare",
+    "ahalab.report",
 ]
 
 

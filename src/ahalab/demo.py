@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from ahalab.pipeline import run_recipe
-    from ahalab.report import text_table
+    from ahalab.plots import text_table
 
     start = time.perf_counter()
     out = run_recipe(a.recipe, a.out, a.overrides)

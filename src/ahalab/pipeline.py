@@ -8,13 +8,19 @@
         kind: eval
         config: {model: "${zero.model}", limit: 200}
 
-Each stage runs in ``<run>/<NN>-<name>/``. A stage's identity is a hash of its kind, its resolved
-config and the hashes of the stages it reads from; a re-run skips stages whose hash and
-``stage.json`` say done, resumes a stage whose directory exists unfinished (its own checkpoint), and
-redoes a stage whose inputs changed. Stage kinds register with ``register_stage``.
+Each stage runs in ``<run>/<NN>-<name>/`` (names: letters, digits, underscores). A stage's identity
+is a hash of its kind, its config without the settings that cannot change results (``threads``,
+checkpoint intervals: the config class's ``NEUTRAL``), the contents of every file or directory its
+config names (data files, model directories), the hashes of the stages it reads from, and the
+version of ahalab's code. A re-run skips stages whose hash and ``stage.json`` say done, resumes a
+stage whose directory exists unfinished (its own checkpoint), and redoes a stage whose inputs
+changed: the old directory is moved aside to ``<dir>.old-<time>`` (deleted only with ``force``), so
+finished work and paid-for teacher traces are never lost. Stage kinds register with ``ahalab.stages.register_stage``; every
+stage's config is built and checked (choices, keys, wiring) before the first stage runs.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -28,67 +34,10 @@ from typing import Any
 from ahalab.config import merge, parse_overrides, read_yaml
 from ahalab.errors import UserError
 from ahalab.runs import atomic_write_json
+from ahalab.stages import STAGE_KINDS, load_stage_kinds
 
 REF = re.compile(r"\$\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
-
-# runner(config, stage_dir, resume) -> outputs (name -> value, e.g. a path or a number); the config is the
-# stage kind's config dataclass (its ``out`` set to the stage directory), or the plain dict for kinds without one
-StageRunner = Callable[[Any, Path, bool], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class StageKind:
-    name: str
-    outputs: tuple[str, ...]
-    run: StageRunner
-    about: str = ""
-    config: str = ""  # "module:Class": the config dataclass (imported when needed, so --help stays fast)
-
-    def config_class(self) -> type | None:
-        if not self.config:
-            return None
-        import importlib
-
-        module, cls = self.config.split(":")
-        return getattr(importlib.import_module(module), cls)
-
-    def config_keys(self) -> set[str] | None:
-        import dataclasses
-
-        cls = self.config_class()
-        return None if cls is None else {f.name for f in dataclasses.fields(cls) if f.init} - {"out"}
-
-    def build_config(self, config: dict[str, Any], stage_dir: Path) -> Any:
-        """The runner's config: the dataclass with the stage directory as its output directory."""
-        from ahalab.config import from_dict
-
-        cls = self.config_class()
-        return config if cls is None else from_dict(cls, {**config, "out": str(stage_dir)}, f"stage {stage_dir.name}")
-
-
-STAGE_KINDS: dict[str, StageKind] = {}
-
-
-def register_stage(name: str, outputs: tuple[str, ...], about: str = "",
-                   config: str = "") -> Callable[[StageRunner], StageRunner]:
-    """Decorator: make ``fn`` runnable as a recipe stage of kind ``name`` producing ``outputs``; its config
-    must fit the dataclass ``config`` ("module:Class")."""
-    def deco(fn: StageRunner) -> StageRunner:
-        STAGE_KINDS[name] = StageKind(name, outputs, fn, about, config)
-        return fn
-    return deco
-
-
-def load_stage_kinds() -> None:
-    """Import the modules that register stage kinds."""
-    import importlib
-
-    for mod in STAGE_MODULES:
-        importlib.import_module(mod)
-
-
-STAGE_MODULES = ["ahalab.eval.stages", "ahalab.scaling.stages", "ahalab.rl.stages", "ahalab.data.stages",
-                 "ahalab.sft.stages"]
+STAGE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass
@@ -123,6 +72,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[d
         unknown = set(s) - {"name", "kind", "config"}
         if unknown:
             raise UserError(f"{where} ({s['name']}): unknown key(s) {', '.join(sorted(unknown))}; valid: name, kind, config")
+        if not isinstance(s["name"], str) or not STAGE_NAME.fullmatch(s["name"]):
+            raise UserError(f"{where}: stage name {s['name']!r} must be letters, digits and underscores only "
+                            "(it names a folder inside the run directory and is what ${name.output} refers to)")
         if s["name"] in seen:
             raise UserError(f"{where}: duplicate stage name '{s['name']}'")
         seen.add(s["name"])
@@ -142,7 +94,7 @@ def check_wiring(stages: list[Stage], path: str | Path = "recipe") -> None:
         if st.kind not in STAGE_KINDS:
             raise UserError(f"{path}: stage '{st.name}': unknown kind '{st.kind}'; "
                             f"valid kinds: {', '.join(sorted(STAGE_KINDS))}")
-        keys = STAGE_KINDS[st.kind].config_keys()
+        keys = STAGE_KINDS[st.kind].config_keys(st.config)
         unknown = sorted(set(st.config) - keys) if keys is not None else []
         if unknown:
             raise UserError(f"{path}: stage '{st.name}' ({st.kind}): unknown config key(s) {', '.join(unknown)}; "
@@ -156,6 +108,8 @@ def check_wiring(stages: list[Stage], path: str | Path = "recipe") -> None:
                 raise UserError(f"{path}: stage '{st.name}', config '{key}': stage '{src}' has no output '{out}'; "
                                 f"its outputs: {', '.join(produced[src])}")
         produced[st.name] = STAGE_KINDS[st.kind].outputs
+        placeholders = {name: {out: f"<{name}.{out}>" for out in outs} for name, outs in produced.items()}
+        STAGE_KINDS[st.kind].build_config(substitute(st.config, placeholders), Path(st.name))  # choices, types
 
 
 def refs(config: Any, key: str = "") -> list[tuple[str, str, str]]:
@@ -183,10 +137,53 @@ def substitute(config: Any, values: dict[str, dict[str, Any]]) -> Any:
     return config
 
 
-def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
-    """Hash of kind + config, with references replaced by the referenced stages' hashes."""
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a directory's files (relative names and bytes), in name order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else "").encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def input_digests(config: Any) -> dict[str, str]:
+    """Content digests of every existing file or directory a config's strings name (references excluded)."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and not REF.search(value) and value and len(value) < 4096:
+            path = Path(value)
+            if path.exists() and value not in found:
+                found[value] = content_digest(path)
+
+    walk(config)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A digest of ahalab's source: a new code version makes finished stages stale."""
+    return content_digest(Path(__file__).resolve().parent)[:16]
+
+
+def stage_hash(stage: Stage, upstream: dict[str, tuple[str, str]]) -> str:
+    """Hash of kind + result-changing config + its input files' contents + upstream hashes + code version."""
+    kind = STAGE_KINDS[stage.kind]
+    cls = kind.config_class(stage.config)
+    neutral = getattr(cls, "NEUTRAL", frozenset())
+    config = {k: v for k, v in stage.config.items() if k not in neutral}
     ids = {name: {out: f"<{h}:{out}>" for out in STAGE_KINDS[k].outputs} for name, (h, k) in upstream.items()}
-    blob = json.dumps({"kind": stage.kind, "config": substitute(stage.config, ids)}, sort_keys=True, default=str)
+    blob = json.dumps({"kind": stage.kind, "config": substitute(config, ids), "inputs": input_digests(config),
+                       "code": code_version()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -210,6 +207,11 @@ def plan(stages: list[Stage], run_dir: Path) -> list[PlannedStage]:
     return out
 
 
+def stage_dirs(run_dir: Path) -> list[Path]:
+    """The stage directories of a recipe run, in order (directories moved aside are not among them)."""
+    return [d for d in sorted(run_dir.iterdir()) if (d / "stage.json").is_file() and ".old-" not in d.name]
+
+
 def _read_meta(d: Path) -> dict[str, Any] | None:
     f = d / "stage.json"
     try:
@@ -218,9 +220,24 @@ def _read_meta(d: Path) -> dict[str, Any] | None:
         return None
 
 
+def move_aside(d: Path, force: bool) -> str:
+    """Clear a stage directory whose inputs changed: moved to ``<dir>.old-<time>``, or with ``force`` deleted."""
+    if force:
+        shutil.rmtree(d)
+        return "deleted"
+    aside = d.with_name(f"{d.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    while aside.exists():
+        aside = aside.with_name(aside.name + "x")
+    d.rename(aside)
+    return f"moved aside to {aside}"
+
+
 def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | None = None,
-               dry_run: bool = False, log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Run (or with ``dry_run`` only print the plan of) a recipe; returns each stage's outputs."""
+               dry_run: bool = False, log: Callable[[str], None] = print,
+               force: bool = False) -> dict[str, dict[str, Any]]:
+    """Run (or with ``dry_run`` only print the plan of) a recipe; returns each stage's outputs.
+
+    A stage to redo has its old directory moved aside; ``force`` deletes it instead."""
     _, stages = load_recipe(path, overrides)
     check_wiring(stages, path)
     run_dir = Path(run_dir)
@@ -238,7 +255,7 @@ def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | Non
             values[p.stage.name] = meta["outputs"]
             continue
         if p.state == "redo":
-            shutil.rmtree(p.dir)
+            log(f"== stage {p.stage.name}: inputs changed; the old directory was {move_aside(p.dir, force)}")
         p.dir.mkdir(parents=True, exist_ok=True)
         config = substitute(p.stage.config, values)
         meta = {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash, "config": config,
@@ -261,18 +278,21 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run a multi-stage recipe (R1, distillation, ...) with skip and resume",
                        description="Run the stages of a YAML recipe in order. Each stage writes RUN_DIR/NN-name/; a "
                        "re-run skips stages whose config and inputs are unchanged (content hash), resumes an "
-                       "interrupted stage from its checkpoint, and redoes stages whose inputs changed. "
+                       "interrupted stage from its checkpoint, and redoes stages whose inputs changed (their old "
+                       "directories moved aside, never deleted unless --force). "
                        "Overrides: STAGE.key=value for one stage, defaults.key=value for all.")
     p.add_argument("recipe", help="recipe YAML (e.g. recipes/r1.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--out", help="run directory (default runs/<recipe name>)")
     p.add_argument("--dry-run", action="store_true", help="check the wiring and print the plan; run nothing")
+    p.add_argument("--force", action="store_true", help="delete the directories of stages to redo (default: "
+                   "move them aside to <dir>.old-<time>)")
     p.set_defaults(func=_run)
 
 
 def _run(args: Any) -> int:
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
-    run_recipe(args.recipe, out, args.overrides, dry_run=args.dry_run)
+    run_recipe(args.recipe, out, args.overrides, dry_run=args.dry_run, force=args.force)
     if not args.dry_run:
         print(f"recipe done; run directory: {out}")
     return 0

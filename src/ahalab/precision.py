@@ -7,8 +7,6 @@ So every ``auto`` precision setting in ahalab (the default) resolves to bf16 onl
 """
 from __future__ import annotations
 
-import torch
-
 from ahalab.errors import UserError
 
 CPU_BF16_FEATURES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -16,6 +14,8 @@ CPU_BF16_FEATURES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 def native_bf16(device: str = "cpu") -> bool:
     """Whether ``device`` ("cpu" or "cuda...") multiplies bf16 matrices natively."""
+    import torch
+
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return any(getattr(torch.cpu, name, lambda: False)() for name in CPU_BF16_FEATURES)

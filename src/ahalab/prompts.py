@@ -3,7 +3,7 @@
 A format gives an optional system message, the user message (a template with ``{question}`` and
 ``{hint}``, the task's description of its answer) and an assistant prefix: text put at the start
 of the answer, after the generation prompt (r1: "<think>", as TinyZero does). Completions continue
-the prefix, so graders must see ``prefix + completion`` (``completion_text_for_grading``).
+the prefix, so graders must see ``prefix + completion`` (``ahalab.types.Sample.text``).
 """
 from __future__ import annotations
 
@@ -88,33 +88,22 @@ def _apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return _apply_chat_template(tokenizer, [merged])
 
 
-def _render(tokenizer: Any, question: str, fmt: str, chat: bool | None, answer_hint: str,
-            assistant_prefix: bool) -> Rendered:
-    messages, prefix = build_messages(question, fmt, answer_hint, assistant_prefix)
+def uses_chat(tokenizer: Any, chat: bool | None) -> bool:
+    """Whether prompts go through the tokenizer's chat template (``chat`` None: when it has one)."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if chat and not has_template:
         raise UserError("this tokenizer has no chat template; render raw text instead (chat=False)")
-    if has_template if chat is None else chat:
+    return has_template if chat is None else chat
+
+
+def render(tokenizer: Any, task: Any, question: str, fmt: str, chat: bool | None = None,
+           assistant_prefix: bool = True) -> Rendered:
+    """The prompt for ``question`` in format ``fmt`` with ``task.answer_hint``: the chat template if ``chat``
+    (None: if the tokenizer has one), else raw "Question: ...\nAnswer:" text; the assistant prefix comes last."""
+    messages, prefix = build_messages(question, fmt, task.answer_hint, assistant_prefix)
+    if uses_chat(tokenizer, chat):
         return Rendered(_apply_chat_template(tokenizer, messages) + prefix, prefix)
     user_label, assistant_label = get_format(fmt).raw_labels
     system = [m["content"] for m in messages if m["role"] == "system"]
     text = "\n\n".join(system + [f"{user_label} {messages[-1]['content']}\n{assistant_label}"])
     return Rendered(text + (" " + prefix if prefix else ""), prefix)
-
-
-def render_prompt(tokenizer: Any, question: str, fmt: str, chat: bool | None = None,
-                  answer_hint: str = DEFAULT_HINT, assistant_prefix: bool = True) -> str:
-    """The prompt text for ``question``: the chat template if ``chat`` (None: if the tokenizer has one),
-    else raw "Question: ...\\nAnswer:" text; the assistant prefix comes last in both."""
-    return _render(tokenizer, question, fmt, chat, answer_hint, assistant_prefix).prompt
-
-
-def render(tokenizer: Any, task: Any, question: str, fmt: str, chat: bool | None = None,
-           assistant_prefix: bool = True) -> Rendered:
-    """``render_prompt`` with ``task.answer_hint``, also returning the prefix graders must prepend."""
-    return _render(tokenizer, question, fmt, chat, task.answer_hint, assistant_prefix)
-
-
-def completion_text_for_grading(prefix: str, completion: str) -> str:
-    """What a grader should see: the assistant prefix the prompt ended with, then the completion."""
-    return prefix + completion

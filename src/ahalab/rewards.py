@@ -1,14 +1,23 @@
-"""Reward functions with TRL's contract: ``fn(completions: list[str], **columns) -> list[float | None]``.
+"""Reward functions with TRL's contract, called with keywords exactly as TRL's GRPOTrainer calls them:
 
-``completions`` are full assistant texts (the prompt's assistant prefix, e.g. ``<think>`` for the r1
-format, joined in front). Columns are per-completion lists: ``problem`` (``Problem``), ``answer``
-(gold string) and ``completion_tokens`` (token counts). ``None`` means "does not apply here";
-``combine`` skips it. Options a reward needs beyond the columns (the task, token budgets, weights of
-its own) are keyword-only parameters, bound once by ``get_reward(name, **context)``.
+    fn(prompts=..., completions=..., completion_ids=..., **columns) -> list[float | None]
+
+``completions`` are the assistant texts (the prompt's assistant prefix, e.g. ``<think>`` for the r1
+format, joined in front): plain strings, or TRL's conversational form ``[{"role": "assistant",
+"content": text}]`` per completion when the prompts went through a chat template (``prompts`` are
+then message lists, else strings). ``completion_ids`` are the generated token ids. Columns are
+per-completion lists: ``problem`` (``Problem``), ``question``, ``answer`` (gold string), the
+problem's ``meta`` fields, and ``trainer_state`` (``global_step``, ``max_steps``). ``None`` means
+"does not apply here"; ``combine`` skips it. Options a reward needs beyond the columns (the task,
+token budgets, weights of its own) are keyword-only parameters, bound once by ``get_reward(name, **context)``.
+
+A reward is a registered name (``REWARDS``) or the import path of any function with this contract,
+``"module:function"`` (e.g. ``"trl.rewards:think_format_reward"``).
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import math
 import re
@@ -32,15 +41,32 @@ def register(fn: RewardFn) -> RewardFn:
     return fn
 
 
+def _lookup(name: str) -> RewardFn:
+    if name in REWARDS:
+        return REWARDS[name]
+    module, sep, attr = name.partition(":")
+    if sep:
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise UserError(f"reward '{name}': cannot import it ({e})") from None
+        if callable(fn):
+            return fn
+    raise UserError(f"unknown reward '{name}' (rewards: {', '.join(sorted(REWARDS))}, or 'module:function')")
+
+
 def get_reward(name: str, **context: Any) -> RewardFn:
     """The reward ``name`` with those of ``context``'s keywords it accepts bound (e.g. task, max_tokens)."""
-    if name not in REWARDS:
-        raise UserError(f"unknown reward '{name}' (rewards: {', '.join(sorted(REWARDS))})")
-    fn = REWARDS[name]
+    fn = _lookup(name)
     accepted = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
     bound = functools.partial(fn, **{k: v for k, v in context.items() if k in accepted})
     bound.__name__ = name  # type: ignore[attr-defined]
     return bound
+
+
+def contents(completions: Sequence[Any]) -> list[str]:
+    """The texts of completions in either of TRL's forms (strings, or one-message conversations)."""
+    return [c if isinstance(c, str) else c[-1]["content"] for c in completions]
 
 
 def combine(rewards: dict[str, Sequence[float | None]], weights: dict[str, float]) -> list[float]:
@@ -50,21 +76,21 @@ def combine(rewards: dict[str, Sequence[float | None]], weights: dict[str, float
 
 
 @register
-def accuracy(completions: list[str], problem: list, *, task, **_: Any) -> list[float | None]:
+def accuracy(completions: list, problem: list, *, task, **_: Any) -> list[float | None]:
     """The task verifier's score (1.0 right, 0.0 wrong; partial credit where the task defines it);
     ``None`` for a prompt without a gold answer (nothing to verify)."""
-    return [task.grade(p, c).score if p.answer else None for c, p in zip(completions, problem)]
+    return [task.grade(p, c)[1] if p.answer else None for c, p in zip(contents(completions), problem)]
 
 
 @functools.lru_cache(maxsize=2)
 def _load_reward_model(path: str) -> Any:
-    from ahalab.scaling.scorers import RewardModel
+    from ahalab.models.reward import RewardModel
 
     return RewardModel(path)
 
 
 @register
-def reward_model(completions: list[str], problem: list, *, path: str | None = None, where: str = "unverifiable",
+def reward_model(completions: list, problem: list, *, path: str | None = None, where: str = "unverifiable",
                  **_: Any) -> list[float | None]:
     """A learned reward for what no rule can check (R1's last RL stage): the probability an HF
     sequence-classification checkpoint at ``path`` gives each (question, completion). ``where="unverifiable"``
@@ -74,6 +100,7 @@ def reward_model(completions: list[str], problem: list, *, path: str | None = No
         raise UserError("reward_model needs a checkpoint: reward_options.reward_model.path=DIR_OR_HUB_ID")
     if where not in ("unverifiable", "all"):
         raise UserError(f"reward_model: where must be 'unverifiable' or 'all' (got {where!r})")
+    completions = contents(completions)
     out: list[float | None] = [None] * len(completions)
     todo = [i for i, p in enumerate(problem) if where == "all" or not p.answer]
     rm = _load_reward_model(path) if todo else None
@@ -86,19 +113,19 @@ def reward_model(completions: list[str], problem: list, *, path: str | None = No
 
 
 @register
-def format_exact(completions: list[str], **_: Any) -> list[float | None]:
+def format_exact(completions: list, **_: Any) -> list[float | None]:
     """1.0 when the text is exactly ``<think>...</think><answer>...</answer>``, else 0.0."""
-    return [float(bool(R1_FORMAT.match(c))) for c in completions]
+    return [float(bool(R1_FORMAT.match(c))) for c in contents(completions)]
 
 
 @register
-def format_soft(completions: list[str], **_: Any) -> list[float | None]:
+def format_soft(completions: list, **_: Any) -> list[float | None]:
     """Partial credit: 0.25 per R1 tag present exactly once, so the first ``</think>`` already pays.
 
     With the r1 prompt's ``<think>`` prefix every completion starts at 0.25; closing the reasoning and
     opening/closing an answer each add a step, which gives GRPO a signal long before the exact layout.
     """
-    return [sum(0.25 for tag in R1_TAGS if c.count(tag) == 1) for c in completions]
+    return [sum(0.25 for tag in R1_TAGS if c.count(tag) == 1) for c in contents(completions)]
 
 
 SCRIPTS = {
@@ -109,7 +136,7 @@ SCRIPTS = {
 
 
 @register
-def language(completions: list[str], *, lang: str = "en", **_: Any) -> list[float | None]:
+def language(completions: list, *, lang: str = "en", **_: Any) -> list[float | None]:
     """Share of letters in the reasoning (inside ``<think>``, else the whole text) in ``lang``'s script.
 
     R1's language-consistency reward; ``None`` for a reasoning without letters.
@@ -117,7 +144,7 @@ def language(completions: list[str], *, lang: str = "en", **_: Any) -> list[floa
     if lang not in SCRIPTS:
         raise UserError(f"language reward: unknown lang '{lang}' (one of {', '.join(SCRIPTS)})")
     out: list[float | None] = []
-    for c in completions:
+    for c in contents(completions):
         m = THINK.search(c)
         letters = [ch for ch in (m.group(1) if m else c) if ch.isalpha()]
         out.append(sum(bool(SCRIPTS[lang].match(ch)) for ch in letters) / len(letters) if letters else None)
@@ -125,26 +152,26 @@ def language(completions: list[str], *, lang: str = "en", **_: Any) -> list[floa
 
 
 @register
-def cosine(completions: list[str], problem: list, completion_tokens: list[int], *, task, max_tokens: int,
+def cosine(completions: list, problem: list, completion_ids: list[list[int]], *, task, max_tokens: int,
            min_correct: float = 0.5, max_correct: float = 1.0, min_wrong: float = -1.0, max_wrong: float = -0.5,
            **_: Any) -> list[float | None]:
     """Length-aware accuracy (cosine-scaled, "Demystifying long CoT"): short right answers earn most,
     wrong answers are punished less the longer the model thought. Length is in tokens, up to ``max_tokens``.
     """
     out: list[float | None] = []
-    for c, p, n in zip(completions, problem, completion_tokens):
+    for c, p, ids in zip(contents(completions), problem, completion_ids):
         # the short end (length 0) gets the first value, the long end (max_tokens) the second
-        short, long = (max_correct, min_correct) if task.grade(p, c).correct else (min_wrong, max_wrong)
-        progress = min(n / max_tokens, 1.0)
+        short, long = (max_correct, min_correct) if task.is_correct(p, c) else (min_wrong, max_wrong)
+        progress = min(len(ids) / max_tokens, 1.0)
         out.append(long + 0.5 * (short - long) * (1.0 + math.cos(progress * math.pi)))
     return out
 
 
 @register
-def repetition(completions: list[str], *, ngram: int = 3, max_penalty: float = -1.0, **_: Any) -> list[float | None]:
+def repetition(completions: list, *, ngram: int = 3, max_penalty: float = -1.0, **_: Any) -> list[float | None]:
     """``max_penalty`` x the share of repeated word n-grams (0.0 for text shorter than one n-gram)."""
     out: list[float | None] = []
-    for c in completions:
+    for c in contents(completions):
         words = c.lower().split()
         grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
         out.append((1.0 - len(set(grams)) / len(grams)) * max_penalty if grams else 0.0)
@@ -152,8 +179,8 @@ def repetition(completions: list[str], *, ngram: int = 3, max_penalty: float = -
 
 
 @register
-def overlong(completions: list[str], completion_tokens: list[int], *, max_tokens: int, cache: int = 32,
+def overlong(completions: list, completion_ids: list[list[int]], *, max_tokens: int, cache: int = 32,
              **_: Any) -> list[float | None]:
     """DAPO's soft overlong punishment: 0 up to ``max_tokens - cache`` tokens, then a linear ramp to -1."""
     start = max_tokens - cache
-    return [0.0 if n <= start else max(-1.0, (start - n) / cache) for n in completion_tokens]
+    return [0.0 if len(ids) <= start else max(-1.0, (start - len(ids)) / cache) for ids in completion_ids]

@@ -88,13 +88,17 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def create(cls, out: str | None, kind: str, config: dict[str, Any]) -> RunDir:
-        """Make ``out`` (or ``runs/<kind>-<timestamp>``) and write the resolved config into it."""
+    def create(cls, out: str | None, kind: str, config: dict[str, Any] | None = None) -> RunDir:
+        """Make ``out`` (or ``runs/<kind>-<timestamp>``) and write the resolved config into it (if given)."""
         if out is None:
             out = os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
         run = cls(out)
-        run.write_text("config.yaml", yaml.safe_dump(config, sort_keys=False))
+        if config is not None:
+            run.write_config(config)
         return run
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.write_text("config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def file(self, name: str) -> Path:
         return self.path / name

@@ -13,34 +13,35 @@ after generation, and no teacher call is wasted on them). Outputs in the dataset
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from ahalab.config import to_dict
+from ahalab.config import Config, to_dict
 from ahalab.data.dataset import (completion_of, count_tokens, make_row, reasoning_of, render_card, take_token_budget,
                                  write_jsonl)
 from ahalab.data.decontaminate import decontaminate, eval_set_from_task
 from ahalab.data.filters import grade_traces, rejection_sample
 from ahalab.data.journey import journeys_from_samples, journeys_from_search
+from ahalab.engines import EngineName
 from ahalab.errors import UserError
 from ahalab.runs import RunDir
 
-JOURNEYS = ("samples", "search")
-TEACHERS = ("program", "openai", "engine")
+Journey = Literal["samples", "search"]
+TeacherKind = Literal["program", "openai", "engine"]
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Config):
     task: str = "countdown"
     task_options: dict[str, Any] | None = None
     data: str | None = None  # problems file; None: generated from ``seed``
     limit: int | None = 1000  # problems drawn (before decontamination)
     seed: int = 0
-    teacher: str = "program"  # program | openai | engine
+    teacher: TeacherKind = "program"
     teacher_model: str | None = None  # openai: served model name; engine: model (None: ``model``, self-distillation)
     model: str = "smollm2-135m"  # the student: engine teacher default, tokenizer for token counts
     base_url: str | None = None  # openai endpoint, e.g. http://127.0.0.1:8000/v1
     teacher_options: dict[str, Any] | None = None  # more teacher arguments (concurrency, max_dead_ends, ...)
-    engine: str | None = None
+    engine: EngineName | None = None
     format: str = "r1"  # the prompt format the teacher answers in
     row_format: str | None = None  # the prompt format of the written rows (None: format)
     reasoning: bool = True  # False: rows keep only the verified answer, with an empty <think> (non-reasoning data)
@@ -50,7 +51,7 @@ class DataConfig:
     filters: dict[str, float] | None = None  # name -> threshold, see ahalab.data.filters
     per_problem: int | None = 1
     lang: str = "en"
-    journey: str | None = None  # None | samples | search
+    journey: Journey | None = None
     examples: int | None = None  # rows kept (journey: pairs), in problem order
     match_tokens: bool = False  # journey: also shortcut_tokens.jsonl
     decontaminate: list[dict[str, Any]] | None = None  # eval sets: [{task, data, limit, seed, options}]
@@ -58,23 +59,24 @@ class DataConfig:
     overlap: float = 0.5
     out: str | None = None
 
+    def validate(self) -> None:
+        from ahalab.prompts import get_format
 
-def check_config(cfg: DataConfig) -> None:
-    if cfg.teacher not in TEACHERS:
-        raise UserError(f"unknown teacher '{cfg.teacher}' (teachers: {', '.join(TEACHERS)})")
-    if cfg.journey not in (None, *JOURNEYS):
-        raise UserError(f"journey must be one of {', '.join(JOURNEYS)} (got {cfg.journey!r})")
-    if cfg.journey == "search" and cfg.task != "countdown":
-        raise UserError("journey 'search' comes from the countdown program teacher: use task countdown")
-    if cfg.journey == "samples" and cfg.samples < 2:
-        raise UserError("journey 'samples' needs several samples per problem (samples >= 2) to find a wrong "
-                        "and a right one")
-    if cfg.match_tokens and cfg.journey is None:
-        raise UserError("match_tokens compares a journey set with shortcuts: set journey")
-    if cfg.journey and (cfg.row_format or not cfg.reasoning):
-        raise UserError("row_format and reasoning: false apply to plain traces, not journey data")
-    if cfg.teacher == "openai" and not (cfg.base_url and cfg.teacher_model):
-        raise UserError("the openai teacher needs base_url and teacher_model")
+        cfg = self
+        for fmt in (cfg.format, cfg.row_format):
+            if fmt is not None:
+                get_format(fmt)
+        if cfg.journey == "search" and cfg.task != "countdown":
+            raise UserError("journey 'search' comes from the countdown program teacher: use task countdown")
+        if cfg.journey == "samples" and cfg.samples < 2:
+            raise UserError("journey 'samples' needs several samples per problem (samples >= 2) to find a wrong "
+                            "and a right one")
+        if cfg.match_tokens and cfg.journey is None:
+            raise UserError("match_tokens compares a journey set with shortcuts: set journey")
+        if cfg.journey and (cfg.row_format or not cfg.reasoning):
+            raise UserError("row_format and reasoning: false apply to plain traces, not journey data")
+        if cfg.teacher == "openai" and not (cfg.base_url and cfg.teacher_model):
+            raise UserError("the openai teacher needs base_url and teacher_model")
 
 
 def make_teacher(cfg: DataConfig, task: Any, engine: Any = None) -> Any:
@@ -91,10 +93,9 @@ def make_teacher(cfg: DataConfig, task: Any, engine: Any = None) -> Any:
     if cfg.teacher == "openai":
         return teachers.OpenAITeacher(cfg.base_url, cfg.teacher_model, task, **common, **options)
     if engine is None:
-        from ahalab.engines import make_engine
-        from ahalab.models import resolve_model
+        from ahalab.engines import engine_for
 
-        engine = make_engine(cfg.engine, resolve_model(cfg.teacher_model or cfg.model), seed=cfg.seed)
+        engine = engine_for(cfg.teacher_model or cfg.model, cfg.engine, seed=cfg.seed)
     return teachers.EngineTeacher(engine, task, **common, **options)
 
 
@@ -111,7 +112,7 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
     """Build the dataset ``cfg`` describes into ``cfg.out``; returns {file label: path, ..., "summary": dict}."""
     from ahalab.tasks import get_task
 
-    check_config(cfg)
+    cfg.validate()
     task = get_task(cfg.task, **(cfg.task_options or {}))
     problems = task.load(cfg.data, limit=cfg.limit, seed=cfg.seed)
     run = RunDir.create(cfg.out, "data", to_dict(cfg))
@@ -136,10 +137,10 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
         selection = rejection_sample(graded, cfg.filters, None if cfg.journey else cfg.per_problem, cfg.lang, tokenize)
         stats, selection_summary = selection.stats, selection.summary
         if cfg.journey == "samples":
-            pairs = journeys_from_samples(task, selection.kept + [g for g in graded if not g.graded.correct])
+            pairs = journeys_from_samples(task, selection.kept + [g for g in graded if not g.correct])
         else:
             files["train"] = [make_row(g.problem, task, reasoning_of(g.trace) if cfg.reasoning else "",
-                                       g.graded.answer, g.trace.teacher, "trace" if cfg.reasoning else "direct",
+                                       g.answer, g.trace.teacher, "trace" if cfg.reasoning else "direct",
                                        fmt=cfg.row_format or cfg.format) for g in selection.kept][:cfg.examples]
     if cfg.journey:
         chosen = pairs[:cfg.examples]
@@ -174,5 +175,5 @@ def _check_rows(task: Any, problems: list, files: dict[str, list[dict]]) -> None
     by_id = {p.id: p for p in problems}
     for name, rows in files.items():
         for row in rows:
-            if not task.grade(by_id[row["problem_id"]], completion_of(row)).correct:
+            if not task.is_correct(by_id[row["problem_id"]], completion_of(row)):
                 raise RuntimeError(f"{name}: row for {row['problem_id']} does not verify")

@@ -1,4 +1,4 @@
-"""`ahalab data` (build a distillation dataset) and `ahalab distill` (data -> SFT -> evaluation)."""
+"""`ahalab data`: build a distillation dataset (teacher traces, filters, decontamination)."""
 from __future__ import annotations
 
 import argparse
@@ -15,17 +15,8 @@ OpenAI-compatible endpoint; key from $OPENAI_API_KEY), engine (a local model; de
 The teacher cache traces.jsonl makes a killed job resume where it stopped.
 """
 
-DISTILL_EPILOG = """examples:
-  ahalab distill --config recipes/distill_countdown.yaml --out runs/distill-cd
-  ahalab distill --task arithmetic --teacher engine --samples 8 --out runs/star  # STaR self-distillation
-  ahalab distill --config recipes/distill_countdown.yaml train_on=journey sft.epochs=2
-
-Keys: ahalab/data/distill.py: DistillConfig (model, evals, train_on, rounds, eval_base, data.*, sft.*).
-"""
-
-
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", help="arithmetic | countdown | gsm8k | math500 | jsonl")
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", help="a task name; `ahalab tasks` lists them")
     p.add_argument("--teacher", choices=["program", "openai", "engine"])
     p.add_argument("--teacher-model", dest="teacher_model", help="openai: served model name; engine: model")
     p.add_argument("--base-url", dest="base_url", help="openai teacher endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -40,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "journey/shortcut pairs), drop problems overlapping eval sets, and write chat JSONL with a "
                        "dataset card.", epilog=DATA_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML with DataConfig keys")
-    _add_data_flags(p)
+    add_data_flags(p)
     p.add_argument("--data", help="problems file (default: generated for synthetic tasks)")
     p.add_argument("--model", help="the student: tokenizer for token counts, default engine teacher")
     p.add_argument("--seed", type=int)
@@ -48,26 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run_data)
 
-    d = sub.add_parser("distill", help="distill: teacher data -> verify/filter -> decontaminate -> SFT -> evaluate",
-                       description="The whole distillation pipeline in one run; with the engine teacher and no "
-                       "teacher model, STaR-style self-distillation (rejection-sampling fine-tuning).",
-                       epilog=DISTILL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d.add_argument("--config", help="YAML with DistillConfig keys (e.g. recipes/distill_countdown.yaml)")
-    d.add_argument("--model", help="the student model (default smollm2-135m)")
-    _add_data_flags(d)
-    d.add_argument("--train-on", dest="train_on", choices=["train", "journey", "shortcut", "shortcut_tokens"])
-    d.add_argument("--rounds", type=int, help="STaR iterations (engine teacher)")
-    d.add_argument("--out", help="run directory (default runs/distill-<time>)")
-    d.add_argument("--resume", action="store_true", help="continue the run in --out (teacher cache, SFT checkpoint)")
-    d.add_argument("overrides", nargs="*", metavar="key=value")
-    d.set_defaults(func=run_distill_command)
 
-
-def _flags(args: argparse.Namespace, nest: tuple[str, ...]) -> dict[str, Any]:
+def nested_flags(args: argparse.Namespace, nest: tuple[str, ...]) -> dict[str, Any]:
     """Explicit flags, those named in ``nest`` moved under ``data``."""
-    from ahalab.eval.commands import explicit_flags
+    from ahalab.args import explicit_flags
 
-    flags = explicit_flags(args, skip=("resume",))
+    flags = explicit_flags(args)
     data = {k: flags.pop(k) for k in nest if k in flags}
     return {**flags, **({"data": data} if data else {})}
 
@@ -76,24 +53,9 @@ def run_data(args: argparse.Namespace) -> int:
     from ahalab.config import load_config
     from ahalab.data.build import DataConfig, build_dataset
 
-    cfg = load_config(DataConfig, args.config, args.overrides, _flags(args, ()))
+    cfg = load_config(DataConfig, args.config, args.overrides, nested_flags(args, ()))
     out = build_dataset(cfg)
     files = ", ".join(f"{k} {v}" for k, v in out["summary"]["files"].items())
     print(f"{files}; {out['summary']['decontaminated_away']} problems removed by decontamination; "
           f"dataset directory: {out['dir']}")
-    return 0
-
-
-def run_distill_command(args: argparse.Namespace) -> int:
-    from ahalab.config import load_config
-    from ahalab.data.distill import DistillConfig, run_distill
-    from ahalab.eval.commands import recipe_path
-
-    recipe = recipe_path(args)
-    nest = ("task", "teacher", "teacher_model", "base_url", "samples", "journey", "limit")
-    cfg = load_config(DistillConfig, recipe, args.overrides, _flags(args, nest))
-    summary, run = run_distill(cfg, resume=args.resume)
-    for model, evals in summary["accuracy"].items():
-        print(f"{model}: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in evals.items()))
-    print(f"run directory: {run.path}")
     return 0

@@ -21,8 +21,8 @@ from typing import Any
 
 from ahalab.data.teachers import Trace
 from ahalab.errors import UserError
-from ahalab.report import markdown_table
-from ahalab.runs import atomic_write_text, read_jsonl
+from ahalab.plots import markdown_table
+from ahalab.runs import atomic_write_text
 from ahalab.tasks.base import Task
 from ahalab.types import Problem
 
@@ -87,17 +87,6 @@ def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     """All rows, atomically (readers never see half a dataset)."""
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return Path(path)
-
-
-def load_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a dataset file; DataError naming file:line for a malformed one, UserError for a missing field."""
-    rows = read_jsonl(path)
-    for i, row in enumerate(rows, 1):
-        messages = row.get("messages")
-        if not (isinstance(messages, list) and messages and isinstance(messages[-1], dict)
-                and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str)):
-            raise UserError(f"{path}: row {i}: 'messages' must be a list of chat messages ending with the assistant's")
-    return rows
 
 
 def render_card(title: str, info: dict[str, Any], stats: Sequence[dict[str, Any]] = (),

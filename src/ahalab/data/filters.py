@@ -20,18 +20,23 @@ from typing import Any
 from ahalab.data.teachers import Trace
 from ahalab.errors import UserError
 from ahalab.tasks.base import Task
-from ahalab.types import Graded, Problem
+from ahalab.types import Problem
 
 Tokenize = Callable[[str], list[int]]
 
 
 @dataclass
 class GradedTrace:
-    """A trace with its problem and the task verifier's verdict."""
+    """A trace with its problem and the task verifier's verdict (as in ``ahalab.types.Sample``)."""
 
     problem: Problem
     trace: Trace
-    graded: Graded
+    answer: str | None
+    score: float
+
+    @property
+    def correct(self) -> bool:
+        return self.score >= 1.0
 
 
 def grade_traces(task: Task, problems: Sequence[Problem], traces: Sequence[Trace]) -> list[GradedTrace]:
@@ -40,7 +45,7 @@ def grade_traces(task: Task, problems: Sequence[Problem], traces: Sequence[Trace
     missing = sorted({t.problem_id for t in traces} - set(by_id))
     if missing:
         raise UserError(f"traces for unknown problem ids: {', '.join(missing[:5])}")
-    return [GradedTrace(by_id[t.problem_id], t, task.grade(by_id[t.problem_id], t.full_text())) for t in traces]
+    return [GradedTrace(by_id[t.problem_id], t, *task.grade(by_id[t.problem_id], t.full_text())) for t in traces]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def _reward(name: str, **options: Any) -> Callable[[list[str], list[Trace]], lis
     def measure(texts: list[str], traces: list[Trace]) -> list[float | None]:
         from ahalab.rewards import get_reward
 
-        return get_reward(name, **options)(texts)
+        return get_reward(name, **options)(completions=texts)
 
     return measure
 
@@ -109,7 +114,7 @@ def rejection_sample(graded: Sequence[GradedTrace], filters: dict[str, float] | 
     if per_problem is not None and per_problem < 1:
         raise UserError(f"per_problem must be >= 1 (got {per_problem})")
     samples = list(graded)
-    current = [g for g in samples if g.graded.correct]
+    current = [g for g in samples if g.correct]
     stats = [_step("verified", samples, current)]
     for name, threshold in filters.items():
         f = available[name]
@@ -129,7 +134,7 @@ def rejection_sample(graded: Sequence[GradedTrace], filters: dict[str, float] | 
         stats.append(_step(f"per problem (<= {per_problem})", current, after))
         current = after
     problems = {g.problem.id for g in samples}
-    solved = {g.problem.id for g in samples if g.graded.correct}
+    solved = {g.problem.id for g in samples if g.correct}
     summary = {"problems": len(problems), "samples": len(samples), "problems_solved": len(solved),
                "problems_kept": len({g.problem.id for g in current}), "kept": len(current)}
     return Selection(kept=current, stats=stats, summary=summary)

@@ -63,7 +63,7 @@ def _wrong_attempt(sample: GradedTrace) -> str:
     reasoning = reasoning_of(sample.trace)
     if len(reasoning) > MAX_WRONG_CHARS:
         reasoning = "..." + reasoning[-MAX_WRONG_CHARS:]
-    ending = f"\nSo the answer is {sample.graded.answer}." if sample.graded.answer else ""
+    ending = f"\nSo the answer is {sample.answer}." if sample.answer else ""
     return reasoning + ending
 
 
@@ -74,16 +74,16 @@ def journey_from_samples(task: Task, samples: Sequence[GradedTrace]) -> Pair | N
     closed with ``</think>``), else the shortest wrong one; the correct attempt is the shortest correct
     sample.
     """
-    right = [s for s in samples if s.graded.correct]
-    wrong = [s for s in samples if not s.graded.correct]
+    right = [s for s in samples if s.correct]
+    wrong = [s for s in samples if not s.correct]
     if not right or not wrong:
         return None
     correct = min(right, key=lambda s: (len(s.trace.full_text()), s.trace.sample))
-    mistake = min(wrong, key=lambda s: (s.graded.answer is None, "</think>" not in s.trace.full_text(),
+    mistake = min(wrong, key=lambda s: (s.answer is None, "</think>" not in s.trace.full_text(),
                                         len(s.trace.full_text()), s.trace.sample))
     shortcut = reasoning_of(correct.trace)
-    journey = "\n".join([_wrong_attempt(mistake), reflection(task, correct.problem, mistake.graded.answer), shortcut])
-    return Pair(correct.problem, journey, shortcut, correct.graded.answer, correct.trace.teacher)
+    journey = "\n".join([_wrong_attempt(mistake), reflection(task, correct.problem, mistake.answer), shortcut])
+    return Pair(correct.problem, journey, shortcut, correct.answer, correct.trace.teacher)
 
 
 def journeys_from_samples(task: Task, graded: Sequence[GradedTrace]) -> list[Pair]:

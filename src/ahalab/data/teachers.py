@@ -254,24 +254,22 @@ class EngineTeacher(Teacher):
         self.chunk_size, self.seed = chunk_size, seed
 
     def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
-        from ahalab.prompts import render
+        from ahalab.sampling import sample
 
         missing: dict[str, set[int]] = {}
         problems: list[Problem] = []
-        for problem, sample in todo:
+        for problem, index in todo:
             if problem.id not in missing:
                 missing[problem.id] = set()
                 problems.append(problem)
-            missing[problem.id].add(sample)
+            missing[problem.id].add(index)
         for ci, lo in enumerate(range(0, len(problems), self.chunk_size)):
             chunk = problems[lo:lo + self.chunk_size]
-            rendered = [render(self.engine.tokenizer, self.task, p.question, self.fmt) for p in chunk]
             n = max(max(missing[p.id]) for p in chunk) + 1
-            outs = self.engine.generate([r.prompt for r in rendered], n=n, temperature=self.temperature,
-                                        top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed + ci)
-            for problem, r, completions in zip(chunk, rendered, outs):
-                for sample in sorted(missing[problem.id]):
-                    c = completions[sample]
-                    emit(Trace(teacher=self.name, problem_id=problem.id, sample=sample, text=r.prefix + c.text,
-                               finish_reason=c.finish_reason, tokens=c.num_tokens))
+            groups = sample(self.engine, self.task, chunk, self.fmt, n=n, temperature=self.temperature,
+                            top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed + ci, chunk_size=len(chunk))
+            for problem, group in zip(chunk, groups):
+                for s in (group[i] for i in sorted(missing[problem.id])):
+                    emit(Trace(teacher=self.name, problem_id=problem.id, sample=s.index, text=s.text,
+                               finish_reason=s.finish_reason, tokens=s.tokens))
         return []

@@ -4,11 +4,12 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from ahalab.engines.base import Engine
 from ahalab.errors import UserError
 
+EngineName = Literal["vllm", "hf", "auto"]
 ENGINES = ("vllm", "hf")
 
 
@@ -36,6 +37,14 @@ def make_engine(name: str | None, model_dir: str, **options: Any) -> Engine:
     from ahalab.engines.vllm import VLLMEngine
 
     return VLLMEngine(model_dir, **options)
+
+
+def engine_for(model: str, engine: str | None = None, dtype: str | None = None, seed: int = 0,
+               **options: Any) -> Engine:
+    """A new engine (``engine``: vllm, hf, None/auto) for a model name (alias, directory, .gguf, hub id)."""
+    from ahalab.models import resolve_model
+
+    return make_engine(engine, resolve_model(model), seed=seed, **({"dtype": dtype} if dtype else {}), **options)
 
 
 @contextmanager

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-
-import torch
+from typing import TYPE_CHECKING
 
 from ahalab.types import Completion
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Engine(ABC):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ahalab.report import line_plot, markdown_table
+from ahalab.plots import line_plot, markdown_table
 from ahalab.runs import RunDir
 
 

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     from ahalab.models import list_models
-    from ahalab.report import text_table
+    from ahalab.plots import text_table
 
     print(text_table(list_models(), ["name", "cached", "path", "about"]), end="")
     return 0

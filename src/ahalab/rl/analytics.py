@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ahalab.report import line_plot, markdown_table
+from ahalab.plots import line_plot, markdown_table
 from ahalab.runs import RunDir
 
 # Phrases of self-reflection (R1's "aha moment"), matched case-insensitively on word boundaries.

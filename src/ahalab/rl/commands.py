@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import argparse
 
+from ahalab.args import add_resume_args, explicit_flags, recipe_path
+
 EPILOG = """examples:
   ahalab zero --config recipes/zero_quick.yaml
   ahalab zero --config recipes/zero_quick.yaml --steps 40 lr=2e-5 eval.every=5 rewards.format_exact=0.5
   ahalab zero --task countdown --loss dapo --lora-r 16 --lr 1e-4 --out runs/cd
   ahalab zero --out runs/cd --resume                 # continue after a crash or kill, exactly
+  ahalab zero --config recipes/zero_quick.yaml \
+      'rewards={accuracy: 1.0, "trl.rewards:think_format_reward": 0.2}'   # any TRL-style reward function
 
-Every setting is a key of the recipe (see ahalab/rl/config.py: ZeroConfig); key=value overrides
+Every setting is a key of the recipe (see ahalab/rl/config.py: ZeroConfig; choices are checked
+before any model loads); key=value overrides
 reach nested ones (eval.limit=100, task_options.level=2, reward_options.overlong.cache=16).
 The run directory gets config.yaml, metrics.jsonl (one row per step), samples.jsonl,
 checkpoints/, summary.json, report.md and PNG plots (reward, accuracy, length, reflection).
@@ -37,27 +42,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, help="KL coefficient to the initial model (0: no reference model)")
     p.add_argument("--mu", type=int, help="optimisation passes per batch of rollouts")
     p.add_argument("--lora-r", dest="lora_r", type=int, help="LoRA rank (0: full fine-tuning)")
-    p.add_argument("--engine", help="rollout engine: vllm (default when installed) | hf")
+    p.add_argument("--engine", choices=["vllm", "hf", "auto"], help="rollout engine (default vllm when installed)")
     p.add_argument("--threads", type=int, help="torch threads for training")
     p.add_argument("--seed", type=int, help="seed for data, sampling and initialisation (same seed, same run)")
     p.add_argument("--out", help="run directory (default runs/zero-<time>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (its config.yaml, plus any flags given)")
+    add_resume_args(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.every=5")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ahalab.config import load_config, to_dict
-    from ahalab.eval.commands import explicit_flags, recipe_path
+    from ahalab.config import load_config
     from ahalab.rl.config import ZeroConfig
     from ahalab.rl.trainer import train_zero
     from ahalab.runs import RunDir
 
-    recipe = recipe_path(args)
-    cfg = load_config(ZeroConfig, recipe, args.overrides, explicit_flags(args, skip=("resume",)))
-    run_dir = RunDir.create(cfg.out, "zero", to_dict(cfg))
-    summary = train_zero(cfg, run_dir, resume=args.resume)
+    cfg = load_config(ZeroConfig, recipe_path(args), args.overrides, explicit_flags(args))
+    run_dir = RunDir.create(cfg.out, "zero")
+    summary = train_zero(cfg, run_dir, resume=args.resume, allow_config_change=args.allow_config_change)
     print(f"eval accuracy {summary['eval_accuracy_start']} -> {summary['eval_accuracy_end']} "
           f"after {summary['steps']} steps; run directory: {run_dir.path}")
     return 0

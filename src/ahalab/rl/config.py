@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from ahalab.config import Config
+from ahalab.engines import EngineName
 from ahalab.errors import UserError
-from ahalab.precision import use_bf16
-from ahalab.rl.grpo import LOSS_PRESETS
+from ahalab.prompts import get_format
+from ahalab.rl.loss import LOSS_PRESETS, Baseline, LossType, RewardScale
+from ahalab.training.config import TrainingConfig
 
 
 @dataclass
-class ZeroEval:
+class ZeroEval(Config):
     """Held-out greedy evaluation during training (problems drawn with a different seed, never trained on)."""
 
     every: int = 10  # steps; 0: never
@@ -21,9 +24,8 @@ class ZeroEval:
 
 
 @dataclass
-class ZeroConfig:
+class ZeroConfig(TrainingConfig):
     # model and data
-    model: str = "smollm2-135m"
     task: str = "arithmetic"
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {level: 1} for arithmetic
     data: str | None = None  # file-based tasks: training data (JSONL or hub id)
@@ -37,17 +39,18 @@ class ZeroConfig:
     max_new_tokens: int = 160
     temperature: float = 1.0
     top_p: float = 1.0
-    engine: str | None = None  # vllm (default when installed) | hf
+    engine: EngineName | None = None  # vllm (default when installed) | hf
     engine_dtype: str | None = None  # None: the engine's default (vLLM: bf16 where native, HF float32)
     engine_options: dict[str, Any] = field(default_factory=dict)  # more engine settings, e.g. on a GPU shared
     #                            with training: {gpu_memory_utilization: 0.3} (see ahalab.engines.vllm.VLLMEngine)
-    # rewards: name -> weight (see ahalab.rewards.REWARDS), and per-reward options
+    # rewards: name -> weight (see ahalab.rewards.REWARDS, or "module:function" for any TRL-style reward
+    # function, e.g. trl.rewards:think_format_reward), and per-reward options
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format_soft": 0.5})
     reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # the GRPO variant; unset fields below take the variant's preset (see ahalab.rl.grpo.LOSS_PRESETS)
-    loss: str = "grpo"
-    scale_rewards: str | None = None  # std | none
-    baseline: str | None = None  # mean | rloo
+    # the GRPO variant; unset fields below take the variant's preset (see ahalab.rl.loss.LOSS_PRESETS)
+    loss: LossType = "grpo"
+    scale_rewards: RewardScale | None = None
+    baseline: Baseline | None = None
     epsilon: float = 0.2
     epsilon_high: float | None = None
     dynamic_sampling: bool | None = None  # drop groups whose rewards are all equal and sample more prompts
@@ -55,27 +58,11 @@ class ZeroConfig:
     mask_truncated: bool = False  # leave completions that hit max_new_tokens out of the loss
     beta: float = 0.0  # KL to the frozen initial model (k3 estimator); 0: no reference model
     mu: int = 1  # optimisation passes per batch
-    # optimisation
-    lr: float = 1e-5
-    lr_schedule: str = "constant"  # constant | cosine
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    micro_batch_tokens: int = 2048  # tokens per forward (sequences sorted by length, padded per micro-batch)
-    bf16: bool | str = "auto"  # bf16 autocast for the policy forward/backward (log-softmax stays float32);
-    #                           auto: where the CPU/GPU has native bf16 (see ahalab.precision)
-    lora_r: int = 0  # 0: full fine-tuning
-    lora_alpha: int | None = None  # None: 2 x lora_r
-    lora_targets: str = "all-linear"  # or module names, comma-separated: q_proj,v_proj
-    device: str | None = None  # where the policy trains; None: cuda when available, else cpu
-    threads: int | None = None  # torch threads (None: torch's default)
     # run directory
-    seed: int = 0
     eval: ZeroEval = field(default_factory=ZeroEval)
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
     sample_every: int = 5  # write one group's completions to samples.jsonl every K steps
-    out: str | None = None
+
+    NEUTRAL: ClassVar[frozenset[str]] = TrainingConfig.NEUTRAL | {"sample_every"}
 
     def preset(self, key: str) -> Any:
         """This run's value of a variant setting: the explicit one, else the loss preset's."""
@@ -83,15 +70,19 @@ class ZeroConfig:
         return LOSS_PRESETS[self.loss][key] if value is None else value
 
     def validate(self) -> None:
-        if self.loss not in LOSS_PRESETS:
-            raise UserError(f"loss '{self.loss}': choose one of {', '.join(LOSS_PRESETS)}")
-        use_bf16(self.bf16)  # true, false or auto
+        super().validate()
+        get_format(self.format)
         if self.generations < 2:
             raise UserError("generations must be >= 2 (advantages compare completions of the same prompt)")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise UserError(f"lr_schedule '{self.lr_schedule}': choose constant or cosine")
         for name, value in (("steps", self.steps), ("prompts_per_step", self.prompts_per_step),
                             ("max_new_tokens", self.max_new_tokens), ("mu", self.mu),
                             ("max_sampling_rounds", self.max_sampling_rounds)):
             if value < 1:
                 raise UserError(f"{name} must be >= 1 (got {value})")
+        if not self.rewards:
+            raise UserError("rewards: name at least one reward function (e.g. {accuracy: 1.0})")
+        from ahalab.rewards import get_reward
+
+        for name in self.rewards:
+            get_reward(name)  # UserError for an unknown name, before any model loads
+

@@ -12,9 +12,10 @@ from typing import Any
 
 from ahalab.engines.base import Engine
 from ahalab.eval.metrics import majority_vote
-from ahalab.scaling.strategies import Cost, Equivalent, Outcome, Sample, outcome, sample, vote
+from ahalab.sampling import sample
+from ahalab.scaling.strategies import Cost, Equivalent, Outcome, outcome, samples_cost, vote
 from ahalab.tasks.base import Task
-from ahalab.types import Problem
+from ahalab.types import Problem, Sample
 
 
 def leader_probability(v1: int, v2: int) -> float:
@@ -70,11 +71,11 @@ def adaptive_consistency(engine: Engine, task: Task, problems: list[Problem], *,
     rnd = 0
     while open_:
         n = min(chunk, max_samples - len(samples[open_[0]]))
-        got, spent = sample(engine, task, [problems[i] for i in open_], fmt, n, temperature, max_tokens,
-                            seed=seed + 10007 * rnd, **kw)
-        for i, new, c in zip(open_, got, spent):
+        got = sample(engine, task, [problems[i] for i in open_], fmt, n=n, temperature=temperature,
+                     max_tokens=max_tokens, seed=seed + 10007 * rnd, logprobs=True, **kw)
+        for i, new in zip(open_, got):
             samples[i] += new
-            costs[i] += c
+            costs[i] += samples_cost(new)
         open_ = [i for i in open_ if len(samples[i]) < max_samples
                  and not decisive([s.answer for s in samples[i]], task.equivalent, threshold)]
         rnd += 1

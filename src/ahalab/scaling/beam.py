@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ahalab.engines.base import Engine
+from ahalab.sampling import generate, render_all
 from ahalab.scaling.scorers import Scorer
-from ahalab.scaling.strategies import Cost, Outcome, generate, render_prompts
+from ahalab.scaling.strategies import Cost, Outcome, call_cost, graded_outcome
 from ahalab.tasks.base import Task
 from ahalab.types import Completion, Problem
 
@@ -62,18 +63,19 @@ def tree_search(engine: Engine, task: Task, problems: list[Problem], scorer: Sco
                 max_tokens: int = 512, temperature: float = 0.8, seed: int = 0,
                 chat: bool | None = None) -> list[Outcome]:
     """Search all problems together (one engine call per round); see the module docstring."""
-    rendered = render_prompts(engine, task, problems, fmt, chat)
+    rendered = render_all(engine, task, problems, fmt, chat)
     costs = [Cost() for _ in problems]
     finished: list[list[Path]] = [[] for _ in problems]
     live = [Path(i, t) for i in range(len(problems)) for t in range(trees)]
     rnd = 0
     while live:
         n = width * expansions if rnd == 0 else expansions
-        outs, spent = generate(engine, [rendered[p.problem].prompt + p.text for p in live], n, seed=seed + 10007 * rnd,
-                               temperature=temperature, max_tokens=step_tokens, stop=[STEP], logprobs=True)
+        prompts = [rendered[p.problem].prompt + p.text for p in live]
+        outs, walls = generate(engine, prompts, n, seed=seed + 10007 * rnd, temperature=temperature,
+                               max_tokens=step_tokens, stop=[STEP], logprobs=True)
         children: list[Path] = []
-        for p, comps, c in zip(live, outs, spent):
-            costs[p.problem] += c
+        for p, prompt, comps, wall in zip(live, prompts, outs, walls):
+            costs[p.problem] += call_cost(engine, prompt, comps, wall)
             children += [extend(engine, p, comp, max_steps, max_tokens) for comp in comps]
         for i, problem in enumerate(problems):
             mine = [c for c in children if c.problem == i]
@@ -97,9 +99,7 @@ def pick(task: Task, problem: Problem, prefix: str, paths: list[Path], scorer: S
     texts = [prefix + p.text for p in paths]
     scores = scorer(problem, texts, [p.logprobs for p in paths])
     best = max(range(len(paths)), key=lambda j: scores[j])
-    g = task.grade(problem, texts[best])
-    return Outcome(g.answer, g.correct, texts[best], cost,
-                   {"score": float(scores[best]), "finished": len(paths), **info})
+    return graded_outcome(task, problem, texts[best], cost, score=float(scores[best]), finished=len(paths), **info)
 
 
 def beam_search(engine: Engine, task: Task, problems: list[Problem], scorer: Scorer, n: int = 16, beam_width: int = 4,

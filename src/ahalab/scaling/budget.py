@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ahalab.engines.base import Engine
-from ahalab.scaling.strategies import Cost, Outcome, generate, render_prompts
+from ahalab.sampling import generate, render_all
+from ahalab.scaling.strategies import Cost, Outcome, call_cost, graded_outcome
 from ahalab.tasks.base import Task
 from ahalab.types import Problem
 
@@ -32,7 +33,7 @@ def budget_forcing(engine: Engine, task: Task, problems: list[Problem], *, fmt: 
                    answer_cue: str = "\nFinal answer:", temperature: float = 0.0, seed: int = 0,
                    chat: bool | None = None) -> list[Outcome]:
     """Think under a cap of ``think_tokens`` generated tokens, forced ``waits`` times past the first stop."""
-    rendered = render_prompts(engine, task, problems, fmt, chat)
+    rendered = render_all(engine, task, problems, fmt, chat)
     state = [Thought() for _ in problems]
     costs = [Cost() for _ in problems]
     rnd = 0
@@ -40,13 +41,14 @@ def budget_forcing(engine: Engine, task: Task, problems: list[Problem], *, fmt: 
         # one engine call per distinct remaining budget (an engine call has one max_tokens)
         for left in sorted({think_tokens - state[i].thinking_tokens for i in todo}):
             group = [i for i in todo if think_tokens - state[i].thinking_tokens == left]
-            outs, spent = generate(engine, [rendered[i].prompt + state[i].text for i in group], seed=seed + 10007 * rnd,
-                                   temperature=temperature, max_tokens=left, stop=[end_think] if end_think else None)
-            for i, (c,), cost in zip(group, outs, spent):
+            prompts = [rendered[i].prompt + state[i].text for i in group]
+            outs, walls = generate(engine, prompts, seed=seed + 10007 * rnd, temperature=temperature, max_tokens=left,
+                                   stop=[end_think] if end_think else None)
+            for i, prompt, (c,), wall in zip(group, prompts, outs, walls):
                 s = state[i]
                 s.text += c.text
                 s.thinking_tokens += c.num_tokens
-                costs[i] += cost
+                costs[i] += call_cost(engine, prompt, [c], wall)
                 s.capped = c.finish_reason == "length" or s.thinking_tokens >= think_tokens
                 s.thinking = not s.capped and s.waits < waits
                 if s.thinking:
@@ -57,14 +59,11 @@ def budget_forcing(engine: Engine, task: Task, problems: list[Problem], *, fmt: 
     for i in answering:
         state[i].text += (end_think or "") + (answer_cue if state[i].capped else "")
     if answering:
-        outs, spent = generate(engine, [rendered[i].prompt + state[i].text for i in answering], seed=seed + 10007 * rnd,
-                               temperature=temperature, max_tokens=answer_tokens)
-        for i, (c,), cost in zip(answering, outs, spent):
+        prompts = [rendered[i].prompt + state[i].text for i in answering]
+        outs, walls = generate(engine, prompts, seed=seed + 10007 * rnd, temperature=temperature,
+                               max_tokens=answer_tokens)
+        for i, prompt, (c,), wall in zip(answering, prompts, outs, walls):
             state[i].text += c.text
-            costs[i] += cost
-    outcomes = []
-    for problem, r, s, cost in zip(problems, rendered, state, costs):
-        g = task.grade(problem, r.prefix + s.text)
-        outcomes.append(Outcome(g.answer, g.correct, r.prefix + s.text, cost,
-                                {"thinking_tokens": s.thinking_tokens, "waits": s.waits, "capped": s.capped}))
-    return outcomes
+            costs[i] += call_cost(engine, prompt, [c], wall)
+    return [graded_outcome(task, problem, r.prefix + s.text, cost, thinking_tokens=s.thinking_tokens, waits=s.waits,
+                           capped=s.capped) for problem, r, s, cost in zip(problems, rendered, state, costs)]

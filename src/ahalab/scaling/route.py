@@ -16,9 +16,10 @@ from typing import Any
 
 from ahalab.engines.base import Engine
 from ahalab.eval.metrics import majority_vote
-from ahalab.scaling.strategies import Outcome, Sample, mean_logprob, outcome, sample, vote
+from ahalab.sampling import sample
+from ahalab.scaling.strategies import Outcome, mean_logprob, outcome, samples_cost, vote
 from ahalab.tasks.base import Task
-from ahalab.types import Problem
+from ahalab.types import Problem, Sample
 
 
 def agreement(samples: Sequence[Sample], equivalent) -> float:
@@ -32,17 +33,18 @@ def route(engine: Engine, task: Task, problems: list[Problem], *, thresholds: Se
           reason_samples: int = 8, temperature: float = 0.8, max_tokens: int = 512, seed: int = 0,
           **kw: Any) -> dict[str, list[Outcome]]:
     """Outcomes per policy: "always-direct", "always-reason", and "route@<threshold>" for each threshold."""
-    direct, direct_cost = sample(engine, task, problems, "direct", 1, 0.0, direct_tokens, seed=seed, desc="direct",
-                                 **kw)
+    direct = sample(engine, task, problems, "direct", max_tokens=direct_tokens, seed=seed, logprobs=True,
+                    desc="direct", **kw)
     if probe_samples > 1:
-        probe, probe_cost = sample(engine, task, problems, "direct", probe_samples, probe_temperature, direct_tokens,
-                                   seed=seed + 1, desc="probe", **kw)
+        probe = sample(engine, task, problems, "direct", n=probe_samples, temperature=probe_temperature,
+                       max_tokens=direct_tokens, seed=seed + 1, logprobs=True, desc="probe", **kw)
         signal = [agreement(p, task.equivalent) for p in probe]
     else:
-        probe, probe_cost = direct, direct_cost
+        probe = direct
         signal = [math.exp(mean_logprob(p[0].logprobs)) for p in probe]
-    reason, reason_cost = sample(engine, task, problems, reason_format, reason_samples, temperature, max_tokens,
-                                 seed=seed + 2, desc="reason", **kw)
+    reason = sample(engine, task, problems, reason_format, n=reason_samples, temperature=temperature,
+                    max_tokens=max_tokens, seed=seed + 2, logprobs=True, desc="reason", **kw)
+    direct_cost, probe_cost, reason_cost = ([samples_cost(g) for g in groups] for groups in (direct, probe, reason))
     policies = {"always-direct": [outcome(d, 0, c) for d, c in zip(direct, direct_cost)],
                 "always-reason": [outcome(r, vote(r, task.equivalent), c) for r, c in zip(reason, reason_cost)]}
     for th in thresholds:

@@ -5,8 +5,8 @@ for a sample, the newest step for a beam candidate). Scores are probabilities so
 (weighted vote) is meaningful.
 
 - ``confidence``: the policy's own geometric-mean token probability, exp(mean token logprob);
-- ``RewardModel``: any HF sequence-classification checkpoint, as an outcome reward model (ORM) on full
-  solutions or as a process reward model (PRM) on partial ones (the score of the solution so far);
+- ``RewardModel`` (``ahalab.models.reward``): any HF sequence-classification checkpoint, as an outcome reward
+  model (ORM) on full solutions or as a process reward model (PRM) on partial ones (the score of the solution so far);
 - ``Oracle``: the task's verifier against the gold answer. Analysis only, always labelled "oracle".
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from ahalab.errors import UserError
+from ahalab.models.reward import RewardModel
 from ahalab.scaling.strategies import mean_logprob
 from ahalab.tasks.base import Task
 from ahalab.types import Problem
@@ -35,53 +36,7 @@ class Oracle:
         self.task = task
 
     def __call__(self, problem: Problem, texts: Sequence[str], logprobs: Sequence) -> list[float]:
-        return [float(self.task.grade(problem, t).correct) for t in texts]
-
-
-class RewardModel:
-    """An HF ``AutoModelForSequenceClassification`` reward model scoring (question, response) pairs.
-
-    The pair is rendered with the reward model's chat template (user question, assistant response)
-    when it has one, else as question and response separated by a blank line. One label: sigmoid of
-    its logit; several: softmax probability of the last label.
-    """
-
-    def __init__(self, path: str, batch_size: int = 8, max_length: int = 2048, device: str | None = None) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-        except OSError as e:
-            raise UserError(f"reward model '{path}': cannot load a sequence-classification checkpoint ({e})") from None
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()
-        self.batch_size, self.max_length = batch_size, max_length
-
-    def render(self, question: str, response: str) -> str:
-        if self.tokenizer.chat_template:
-            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": response}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return f"{question}\n\n{response}"
-
-    def __call__(self, problem: Problem, texts: Sequence[str], logprobs: Sequence = ()) -> list[float]:
-        import torch
-
-        rendered = [self.render(problem.question, t) for t in texts]
-        scores: list[float] = []
-        for lo in range(0, len(rendered), self.batch_size):
-            batch = self.tokenizer(rendered[lo:lo + self.batch_size], return_tensors="pt", padding=True,
-                                   truncation=True, max_length=self.max_length,
-                                   add_special_tokens=not self.tokenizer.chat_template)
-            with torch.no_grad():
-                logits = self.model(**batch.to(self.device)).logits.float()
-            probs = torch.sigmoid(logits[:, 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[:, -1]
-            scores += probs.tolist()
-        return scores
+        return [float(self.task.is_correct(problem, t)) for t in texts]
 
 
 def make_scorer(name: str, task: Task, orm: str | None = None, prm: str | None = None) -> Scorer:

@@ -17,10 +17,10 @@ from typing import Any
 
 from ahalab.errors import UserError
 from ahalab.scaling.adaptive import stopping_point
-from ahalab.scaling.report import ci_text, interval, mean
 from ahalab.scaling.scorers import SCORERS
-from ahalab.scaling.strategies import Equivalent, Sample, best_of_n, vote, weighted_vote
-from ahalab.types import Problem
+from ahalab.scaling.strategies import Equivalent, best_of_n, vote, weighted_vote
+from ahalab.stats import ci_text, interval, mean
+from ahalab.types import Problem, Sample
 
 # Sweep strategy kinds and their default scorer (None: takes no scorer).
 KINDS: dict[str, str | None] = {"majority": None, "best-of-n": "confidence", "weighted-vote": "confidence",

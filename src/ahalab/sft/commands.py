@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ahalab.args import add_resume_args, explicit_flags, recipe_path
+
 EPILOG = """examples:
   ahalab sft --train runs/data/shortcut.jsonl --epochs 2 --lr 5e-5 --out runs/sft \\
       --eval countdown:../shared/data/countdown_cd3_test.jsonl
@@ -44,24 +46,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="evaluate the trained model on this task (repeatable)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/sft-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_resume_args(p)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ahalab.config import load_config, to_dict
-    from ahalab.eval.commands import explicit_flags, recipe_path
+    from ahalab.config import load_config
     from ahalab.runs import RunDir
-    from ahalab.sft.trainer import SFTConfig, SFTTrainer
+    from ahalab.sft.config import SFTConfig
+    from ahalab.sft.trainer import SFTTrainer
 
-    recipe = recipe_path(args)
-    flags = explicit_flags(args, skip=("resume", "eval_specs"))
+    flags = explicit_flags(args, skip=("eval_specs",))
     if args.eval_specs:
         flags["evals"] = [parse_eval_spec(s) for s in args.eval_specs]
-    cfg = load_config(SFTConfig, recipe, args.overrides, flags)
-    run_dir = RunDir.create(cfg.out, "sft", to_dict(cfg))
-    summary = SFTTrainer(cfg, run_dir, resume=args.resume).train()
+    cfg = load_config(SFTConfig, recipe_path(args), args.overrides, flags)
+    run_dir = RunDir.create(cfg.out, "sft")
+    summary = SFTTrainer(cfg, run_dir, resume=args.resume, allow_config_change=args.allow_config_change).train()
     evals = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in summary["eval"].items())
     print(f"loss {summary['loss_start']:.3f} -> {summary['loss_end']:.3f} in {summary['steps']} steps"
           f"{'; accuracy ' + evals if evals else ''}; run directory: {run_dir.path}")

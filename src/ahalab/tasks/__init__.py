@@ -1,4 +1,4 @@
-"""Task registry: ``get_task("countdown", num_numbers=4)``, ``list_tasks()``."""
+"""Task registry: ``get_task("countdown", num_numbers=4)``; ``ahalab tasks`` lists them."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,10 +13,6 @@ TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ArithmeticTask, Countd
                                                           JsonlTask)}
 
 
-def list_tasks() -> list[str]:
-    return list(TASKS)
-
-
 def get_task(name: str, **options: Any) -> Task:
     """A task by name with its options; TaskError listing the valid names (or options) otherwise."""
     if name not in TASKS:
@@ -24,4 +20,4 @@ def get_task(name: str, **options: Any) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Task", "TaskError", "get_task", "list_tasks"]
+__all__ = ["TASKS", "Task", "TaskError", "get_task"]

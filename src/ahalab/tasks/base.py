@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ahalab.errors import UserError
-from ahalab.types import Graded, Problem
+from ahalab.types import Problem
 
 
 class TaskError(UserError, ValueError):
@@ -54,14 +54,21 @@ class Task(ABC):
         """Whether an extracted answer solves ``problem`` (default: equivalent to ``problem.answer``)."""
         return self.equivalent(answer, problem.answer)
 
-    def grade(self, problem: Problem, text: str) -> Graded:
-        """Extract the answer from ``text`` and verify it with ``check``. Never raises."""
+    def grade(self, problem: Problem, text: str) -> tuple[str | None, float]:
+        """(extracted answer or None, score): 1.0 when ``check`` accepts the answer, else 0.0. Never raises.
+
+        Tasks with partial credit override this; a score of 1.0 means fully correct.
+        """
         try:
             answer = self.extract(text)
             correct = answer is not None and self.check(problem, answer)
         except Exception:  # a verifier must never crash on model output
             answer, correct = None, False
-        return Graded(answer=answer, correct=bool(correct), score=1.0 if correct else 0.0)
+        return answer, 1.0 if correct else 0.0
+
+    def is_correct(self, problem: Problem, text: str) -> bool:
+        """Whether ``text`` earns full marks on ``problem``."""
+        return self.grade(problem, text)[1] >= 1.0
 
 
 DEFAULT_SYNTHETIC_LIMIT = 200

@@ -12,8 +12,13 @@ Variants are small changes to the same two functions (``LOSS_PRESETS`` lists eac
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+LossType = Literal["grpo", "dr_grpo", "dapo", "rloo"]
+RewardScale = Literal["std", "none"]
+Baseline = Literal["mean", "rloo"]
 LOSS_PRESETS: dict[str, dict] = {
     "grpo": {"scale_rewards": "std", "baseline": "mean", "epsilon_high": 0.2, "dynamic_sampling": False},
     "dr_grpo": {"scale_rewards": "none", "baseline": "mean", "epsilon_high": 0.2, "dynamic_sampling": False},
@@ -23,8 +28,8 @@ LOSS_PRESETS: dict[str, dict] = {
 STD_EPS = 1e-4  # as TRL
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "std",
-                     baseline: str = "mean") -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: RewardScale = "std",
+                     baseline: Baseline = "mean") -> torch.Tensor:
     """Advantages for rewards laid out group after group ([B*G] -> [B*G]).
 
     baseline "mean": r - mean(group); "rloo": r - mean(the other G-1 rewards of the group).
@@ -47,7 +52,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "std",
 
 
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
-              advantages: torch.Tensor, mask: torch.Tensor, *, loss_type: str = "grpo", epsilon: float = 0.2,
+              advantages: torch.Tensor, mask: torch.Tensor, *, loss_type: LossType = "grpo", epsilon: float = 0.2,
               epsilon_high: float | None = None, beta: float = 0.0, num_sequences: int | None = None,
               num_tokens: int | None = None, max_completion_len: int | None = None) -> tuple[torch.Tensor, dict]:
     """Clipped surrogate loss (+ beta x k3 KL to the reference) over completion tokens.

@@ -4,15 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ahalab.pipeline import register_stage
+from ahalab.stages import register_stage
 
 if TYPE_CHECKING:
-    from ahalab.scaling.commands import ScaleConfig
+    from ahalab.scaling.config import ScaleConfig
 
 
 @register_stage("scale", outputs=("summary", "report"), about="inference-time scaling: budget sweep, beam, "
                 "DVTS, budget forcing, adaptive or route",
-                config="ahalab.scaling.commands:ScaleConfig")
+                config="ahalab.scaling.config:config_class")
 def scale_stage(cfg: ScaleConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
     from ahalab.scaling.commands import run_scale
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ahalab.pipeline import register_stage
+from ahalab.stages import register_stage
 
 if TYPE_CHECKING:
     from ahalab.data.build import DataConfig

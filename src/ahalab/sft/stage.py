@@ -4,20 +4,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ahalab.pipeline import register_stage
+from ahalab.stages import register_stage
 
 if TYPE_CHECKING:
-    from ahalab.sft.trainer import SFTConfig
+    from ahalab.sft.config import SFTConfig
 
 
 @register_stage("sft", outputs=("model", "summary"), about="supervised fine-tuning (completion-only, packed), "
                 "then evaluation",
-                config="ahalab.sft.trainer:SFTConfig")
+                config="ahalab.sft.config:SFTConfig")
 def sft_stage(cfg: SFTConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
-    from ahalab.config import to_dict
     from ahalab.runs import RunDir
     from ahalab.sft.trainer import SFTTrainer
 
-    run = RunDir.create(cfg.out, "sft", to_dict(cfg))
+    run = RunDir.create(cfg.out, "sft")
     summary = SFTTrainer(cfg, run, resume=resume).train()
     return {"model": summary["trained_model"], "summary": str(run.file("summary.json"))}

@@ -1,4 +1,7 @@
-"""`ahalab distill` as a function: generate -> verify/filter -> decontaminate -> SFT -> evaluate, in one run.
+"""`ahalab distill`: generate -> verify/filter -> decontaminate -> SFT -> evaluate, in one run.
+
+It composes two method rooms (``ahalab.data`` builds the dataset, ``ahalab.sft`` trains on it), so it
+sits on the top floor beside the recipe runner.
 
 With the engine teacher and no ``data.teacher_model`` the student is its own teacher: rejection-
 sampling fine-tuning (STaR): best-of-N verified samples of the model become its SFT data. With
@@ -12,34 +15,35 @@ on the new data (as STaR restarts from the base model every iteration).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from ahalab.config import to_dict
+from ahalab.config import Config, to_dict
 from ahalab.data.build import DataConfig, build_dataset
 from ahalab.errors import UserError
-from ahalab.report import markdown_table
+from ahalab.plots import markdown_table
 from ahalab.runs import RunDir
-from ahalab.sft.trainer import SFTConfig, SFTTrainer, evaluate_model
+from ahalab.sft.config import SFTConfig
 
+DatasetFile = Literal["train", "journey", "shortcut", "shortcut_tokens"]
 DATASET_FILES = ("train", "journey", "shortcut", "shortcut_tokens")
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(Config):
     model: str = "smollm2-135m"  # the student (also data.model and sft.model)
     evals: list[dict[str, Any]] = field(default_factory=list)  # ahalab eval settings each, plus "name"
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    train_on: str = "train"  # which dataset file the student learns from: train | journey | shortcut | shortcut_tokens
+    train_on: DatasetFile = "train"  # which dataset file the student learns from
     rounds: int = 1  # STaR iterations (engine teacher only)
     eval_base: bool = True
     out: str | None = None
 
     def validate(self) -> None:
-        if self.train_on not in DATASET_FILES:
-            raise UserError(f"train_on must be one of {', '.join(DATASET_FILES)} (got {self.train_on!r})")
+        self.data.validate()
         if self.rounds < 1 or (self.rounds > 1 and self.data.teacher != "engine"):
             raise UserError("rounds > 1 (STaR iterations) needs the engine teacher (it samples from the latest "
                             "model)")
@@ -48,6 +52,7 @@ class DistillConfig:
 def run_distill(cfg: DistillConfig, resume: bool = False) -> tuple[dict[str, Any], RunDir]:
     """Run the whole pipeline into ``cfg.out``; returns (summary, run directory)."""
     from ahalab.models import resolve_model
+    from ahalab.sft.trainer import SFTTrainer, evaluate_model
 
     cfg.validate()
     run = RunDir.create(cfg.out, "distill", to_dict(cfg))
@@ -65,7 +70,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> tuple[dict[str, Any
             raise UserError(f"train_on '{cfg.train_on}': this dataset has {have} (set data.journey for the others)")
         sft_cfg = dataclasses.replace(cfg.sft, model=cfg.model, train=[built[cfg.train_on]], evals=cfg.evals,
                                       out=str(where / "sft"))
-        summary = SFTTrainer(sft_cfg, RunDir.create(sft_cfg.out, "sft", to_dict(sft_cfg)), resume=resume).train()
+        summary = SFTTrainer(sft_cfg, RunDir.create(sft_cfg.out, "sft"), resume=resume).train()
         teacher_model = summary["trained_model"]
         name = f"round {r}" if cfg.rounds > 1 else "distilled"
         results[name] = summary["eval"]
@@ -77,3 +82,44 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> tuple[dict[str, Any
     run.write_text("report.md", f"# Distillation: {cfg.model} on {cfg.data.task}\n\nTeacher: {cfg.data.teacher}; "
                    f"trained on {cfg.train_on}.\n\n" + markdown_table(table))
     return summary, run
+
+
+DISTILL_EPILOG = """examples:
+  ahalab distill --config recipes/distill_countdown.yaml --out runs/distill-cd
+  ahalab distill --task arithmetic --teacher engine --samples 8 --out runs/star  # STaR self-distillation
+  ahalab distill --config recipes/distill_countdown.yaml train_on=journey sft.epochs=2
+
+Keys: ahalab/distill.py: DistillConfig (model, evals, train_on, rounds, eval_base, data.*, sft.*).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ahalab.data.commands import add_data_flags
+
+    d = sub.add_parser("distill", help="distill: teacher data -> verify/filter -> decontaminate -> SFT -> evaluate",
+                       description="The whole distillation pipeline in one run; with the engine teacher and no "
+                       "teacher model, STaR-style self-distillation (rejection-sampling fine-tuning).",
+                       epilog=DISTILL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--config", help="YAML with DistillConfig keys (e.g. recipes/distill_countdown.yaml)")
+    d.add_argument("--model", help="the student model (default smollm2-135m)")
+    add_data_flags(d)
+    d.add_argument("--train-on", dest="train_on", choices=["train", "journey", "shortcut", "shortcut_tokens"])
+    d.add_argument("--rounds", type=int, help="STaR iterations (engine teacher)")
+    d.add_argument("--out", help="run directory (default runs/distill-<time>)")
+    d.add_argument("--resume", action="store_true", help="continue the run in --out (teacher cache, SFT checkpoint)")
+    d.add_argument("overrides", nargs="*", metavar="key=value")
+    d.set_defaults(func=run_distill_command)
+
+
+def run_distill_command(args: argparse.Namespace) -> int:
+    from ahalab.args import recipe_path
+    from ahalab.config import load_config
+    from ahalab.data.commands import nested_flags
+
+    nest = ("task", "teacher", "teacher_model", "base_url", "samples", "journey", "limit")
+    cfg = load_config(DistillConfig, recipe_path(args), args.overrides, nested_flags(args, nest))
+    summary, run = run_distill(cfg, resume=args.resume)
+    for model, evals in summary["accuracy"].items():
+        print(f"{model}: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in evals.items()))
+    print(f"run directory: {run.path}")
+    return 0

@@ -1,0 +1,121 @@
+"""Training checkpoints, written atomically: a temporary directory renamed into place when complete.
+
+    checkpoints/step-000010/
+        model/            save_pretrained of the policy (a full model, or a LoRA adapter)
+        optimizer.pt      optimiser state
+        state.pt          step, data position, torch/CUDA/python/numpy RNG states (tensors and plain lists only)
+        config.json       the run's config, to refuse a resume that would change results
+
+Every file and the directory are fsynced before the rename, so a checkpoint directory either exists
+whole or not at all and a kill at any moment leaves the last complete one to resume from; a
+``.tmp-step-*`` left by a kill mid-save is removed by the next save. Everything is loaded with
+``torch.load(weights_only=True)``: a crafted checkpoint cannot run code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+PREFIX = "step-"
+TMP = ".tmp-"
+
+
+def checkpoint_dir(run_path: Path) -> Path:
+    return run_path / "checkpoints"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training loop draws from, as tensors and plain lists."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(mt), gauss],
+                             "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then each directory (so the rename publishes complete data)."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(Path(dirpath))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer: Any,
+                    optimizer: torch.optim.Optimizer, data_position: int, keep: int,
+                    config: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint ``step`` and delete all but the newest ``keep`` (>= 1)."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (got {keep}); a run that keeps no checkpoints writes none")
+    root = checkpoint_dir(run_path)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f"{TMP}{PREFIX}*"):  # a kill during an earlier save
+        shutil.rmtree(stale, ignore_errors=True)
+    final = root / f"{PREFIX}{step:06d}"
+    tmp = root / f"{TMP}{PREFIX}{step:06d}"
+    tmp.mkdir()
+    model.save_pretrained(tmp / "model")
+    tokenizer.save_pretrained(tmp / "model")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save({"step": step, "data_position": data_position, "rng": rng_state()}, tmp / "state.pt")
+    (tmp / "config.json").write_text(json.dumps(config or {}, default=str, sort_keys=True))
+    _fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    fsync_dir(root)
+    for old in list_checkpoints(run_path)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_path: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoint_dir(run_path)
+    return sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir()) if root.exists() else []
+
+
+def latest_checkpoint(run_path: Path) -> Path | None:
+    found = list_checkpoints(run_path)
+    return found[-1] if found else None
+
+
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """The config a checkpoint was written under ({} for one written before configs were stored)."""
+    f = path / "config.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the optimiser and RNG states from checkpoint ``path``; returns its step and data position."""
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    state = torch.load(path / "state.pt", weights_only=True)
+    set_rng_state(state["rng"])
+    return {"step": state["step"], "data_position": state["data_position"]}

@@ -1,0 +1,42 @@
+"""The settings every trainer shares (GRPO and SFT): model, optimiser, schedule, precision, LoRA, checkpoints."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from ahalab.config import Config
+from ahalab.errors import UserError
+from ahalab.training.schedule import Schedule
+
+
+@dataclass
+class TrainingConfig(Config):
+    model: str = "smollm2-135m"
+    lr: float = 1e-5
+    lr_schedule: Schedule = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    micro_batch_tokens: int = 2048  # tokens per forward
+    bf16: bool | Literal["auto"] = "auto"  # bf16 autocast for the decoder (log-softmax and loss stay float32); auto: where
+    #                           the CPU/GPU has native bf16 (see ahalab.precision)
+    lora_r: int = 0  # 0: full fine-tuning
+    lora_alpha: int | None = None  # None: 2 x lora_r
+    lora_targets: str | list[str] = "all-linear"  # or module names: q_proj,v_proj
+    device: str | None = None  # None: cuda when available, else cpu
+    threads: int | None = None  # torch threads (None: torch's default)
+    seed: int = 0
+    checkpoint_every: int = 10  # steps; the last step always checkpoints (unless keep_checkpoints is 0)
+    keep_checkpoints: int = 2  # newest checkpoints kept; 0: write none (a resume starts over)
+    out: str | None = None
+
+    NEUTRAL: ClassVar[frozenset[str]] = frozenset({"out", "threads", "checkpoint_every", "keep_checkpoints"})
+
+    def validate(self) -> None:
+        if self.micro_batch_tokens < 1:
+            raise UserError(f"micro_batch_tokens must be >= 1 (got {self.micro_batch_tokens})")
+        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "lora_r"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.lr <= 0 or self.max_grad_norm <= 0:
+            raise UserError(f"lr and max_grad_norm must be > 0 (got {self.lr}, {self.max_grad_norm})")

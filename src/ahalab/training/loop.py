@@ -1,0 +1,160 @@
+"""The training loop both trainers stand on (GRPO in ``ahalab.rl``, SFT in ``ahalab.sft``).
+
+    trainer = SomeTrainer(cfg, run, resume=True)  # set-up, model (+ LoRA), optimiser, data order, resume
+    trainer.train()                               # start() once, then train_step(step) to total_steps,
+                                                  # logging metrics and checkpointing; then finish()
+
+Set-up: torch threads, seed, device, bf16 autocast, the model from its base or the last checkpoint
+(LoRA adapters attached or restored), AdamW. Each step, a subclass's ``train_step`` builds its batch
+and loss, calls ``set_lr(step)`` and ``optimizer_step(step, loss)`` (gradient clipping and the NaN/inf
+guard), and returns its metrics. Resume restores optimiser, RNG and data position from the last
+checkpoint, refuses a config change that would alter results (unless allowed), and drops metric and
+sample rows logged after that checkpoint (they are redone).
+"""
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ahalab.config import changed_settings, to_dict
+from ahalab.errors import UserError
+from ahalab.precision import use_bf16
+from ahalab.runs import RunDir, read_jsonl
+from ahalab.training.checkpoint import checkpoint_config, latest_checkpoint, load_state, save_checkpoint
+from ahalab.training.config import TrainingConfig
+from ahalab.training.data_order import DataOrder
+from ahalab.training.schedule import lr_at
+
+LOGGED = ("metrics.jsonl", "samples.jsonl")  # per-step files a resume trims back to the checkpoint
+
+
+class TrainingError(UserError, RuntimeError):
+    """Training cannot go on (a NaN/inf loss or gradient); the message names the last good checkpoint."""
+
+
+class Trainer(ABC):
+    """Set-up, optimiser, schedule, checkpoints and the step loop; subclasses give ``train_step`` and ``finish``.
+
+    A subclass's ``__init__`` calls ``super().__init__``, builds its data and ``self.order`` (a
+    ``DataOrder``) and ``self.total_steps``, then ``self.resume()``.
+    """
+
+    order: DataOrder
+    total_steps: int
+
+    def __init__(self, cfg: TrainingConfig, run: RunDir, resume: bool = False,
+                 allow_config_change: bool = False) -> None:
+        from ahalab.models import load_model, resolve_model, with_lora
+
+        cfg.validate()
+        self.cfg, self.run = cfg, run
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.autocast = use_bf16(cfg.bf16, self.device.type)
+        self.model_dir = resolve_model(cfg.model)
+        self.checkpoint = latest_checkpoint(run.path) if resume else None
+        if self.checkpoint is not None and not allow_config_change:
+            self._check_resumable(self.checkpoint)
+        run.write_config(to_dict(cfg))  # after the check: a refused resume leaves the run's config as it was
+        full = self.checkpoint is not None and not cfg.lora_r
+        self.model, self.tokenizer = load_model(str(self.checkpoint / "model") if full else self.model_dir)
+        if cfg.lora_r:
+            self.model = with_lora(self.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets,
+                                   None if self.checkpoint is None else self.checkpoint / "model")
+        self.model.to(self.device).train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.resuming = resume
+
+    def _check_resumable(self, ckpt: Path) -> None:
+        saved = checkpoint_config(ckpt)
+        changed = changed_settings(saved, to_dict(self.cfg), type(self.cfg).NEUTRAL) if saved else []
+        if changed:
+            raise UserError(f"{ckpt} was written with other settings ({', '.join(changed)}); resuming would mix two "
+                            "runs. Resume with the run's own config.yaml, or pass --allow-config-change")
+
+    def resume(self) -> None:
+        """Continue from the last checkpoint (if resuming); drop rows logged after it."""
+        if not self.resuming:
+            return
+        if self.checkpoint is not None:
+            state = load_state(self.checkpoint, self.optimizer)
+            self.step, self.order.position = state["step"], state["data_position"]
+            self.resumed()
+            print(f"resuming from {self.checkpoint} (step {self.step})")
+        for name in LOGGED:
+            if self.run.file(name).exists():
+                rows = read_jsonl(self.run.file(name), tolerate_torn_tail=True)
+                kept = [r for r in rows if self.checkpoint is not None and r["step"] <= self.step]
+                self.run.write_text(name, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def resumed(self) -> None:
+        """Hook: the weights and state of a checkpoint were just restored."""
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Hook: runs once before the first step of a run (not when resuming past it)."""
+
+    @abstractmethod
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One optimiser step (1-based ``step``); returns its metrics."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """The step's line on the terminal."""
+
+    @abstractmethod
+    def finish(self) -> dict[str, Any]:
+        """After the last step: save the model, write summary and report; returns the summary."""
+
+    def train(self) -> dict[str, Any]:
+        """Run (or continue) to ``total_steps``; returns the summary."""
+        if self.step == 0:
+            self.start()
+        while self.step < self.total_steps:
+            step = self.step + 1
+            metrics = self.train_step(step)
+            self.run.log_metrics(step, **metrics)
+            self.log(step, metrics)
+            self.step = step
+            every = self.cfg.checkpoint_every
+            if self.cfg.keep_checkpoints and (step == self.total_steps or (every and step % every == 0)):
+                save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.order.position,
+                                self.cfg.keep_checkpoints, to_dict(self.cfg))
+        return self.finish()
+
+    # --- pieces of a step -----------------------------------------------------------------------------
+
+    def set_lr(self, step: int) -> float:
+        """Set and return the scheduled learning rate of ``step``."""
+        cfg = self.cfg
+        lr = lr_at(step, self.total_steps, cfg.lr, cfg.lr_schedule, cfg.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def optimizer_step(self, step: int, loss: float) -> float:
+        """Clip the accumulated gradients, stop on a non-finite loss or gradient, step AdamW; returns the norm."""
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            last = latest_checkpoint(self.run.path)
+            raise TrainingError(f"step {step}: loss {loss} / gradient norm {grad_norm} is not finite; stopped "
+                                f"without saving. Last good checkpoint: {last or 'none'} (continue with --resume, "
+                                "perhaps with a lower lr or max_grad_norm)")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def save_model(self) -> Path:
+        """The trained model as a plain HF directory (LoRA merged), for engines and evaluation."""
+        from ahalab.models import save_model
+
+        return save_model(self.model, self.tokenizer, self.run.file("model"))

@@ -61,8 +61,8 @@ def bench_trl(a: argparse.Namespace, data: str, out: Path, mean_len: float) -> d
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from ahalab.sft.data import load_rows
     from ahalab.models import load_model, resolve_model
+    from ahalab.sft.data import load_rows
 
     rows = load_rows(data)
     dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])

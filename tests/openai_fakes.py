@@ -11,11 +11,15 @@ import hashlib
 import json
 import random
 import threading
+import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from http import HTTPStatus
 from typing import Any
 
 FAULTS = ("drop", "status500", "status429", "delay", "truncate", "bad_json")
+# A scripted answer to the n-th request (1-based) with this JSON body: (status, JSON reply, extra headers).
+Script = Callable[[int, dict[str, Any]], tuple[int, Any, dict[str, str]]]
 
 
 class BackgroundLoop:
@@ -30,6 +34,14 @@ class BackgroundLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     def stop(self) -> None:
+        """Cancel what is still running (a trickling answer, say), then stop the loop."""
+        async def cancel_all() -> None:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
 
@@ -58,17 +70,20 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, st
 
 
 def _response(status: int, body: bytes, extra: str = "") -> bytes:
-    reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}[status]
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"{extra}Connection: close\r\n\r\n").encode() + body
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode() + body
 
 
 class FakeOpenAIServer:
-    """``POST /v1/chat/completions`` answered with ``fake_reply`` after ``delay`` seconds; counts requests."""
+    """``POST /v1/chat/completions`` answered after ``delay`` seconds with ``fake_reply`` (or what ``script``
+    says); counts requests and records each one's (arrival time, headers) in ``seen``. ``trickle``: send the
+    answer one byte at a time, that many seconds apart (a server that is slow but never silent)."""
 
-    def __init__(self, delay: float = 0.0, reasoning: bool = False) -> None:
-        self.delay, self.reasoning = delay, reasoning
+    def __init__(self, delay: float = 0.0, reasoning: bool = False, script: Script | None = None,
+                 trickle: float = 0.0) -> None:
+        self.delay, self.reasoning, self.script, self.trickle = delay, reasoning, script, trickle
         self.requests = 0
+        self.seen: list[tuple[float, dict[str, str]]] = []
         self.port = 0
 
     async def start(self) -> int:
@@ -78,15 +93,23 @@ class FakeOpenAIServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            start, _, body = await _read_request(reader)
+            start, headers, body = await _read_request(reader)
             self.requests += 1
+            self.seen.append((time.monotonic(), headers))
             await asyncio.sleep(self.delay)
             if " /v1/chat/completions " not in start:
-                writer.write(_response(404, b'{"error": "not found"}'))
+                status, reply, extra = 404, {"error": "not found"}, {}
+            elif self.script:
+                status, reply, extra = self.script(self.requests, json.loads(body))
             else:
-                writer.write(_response(200, json.dumps(fake_reply(json.loads(body), self.reasoning)).encode()))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+                status, reply, extra = 200, fake_reply(json.loads(body), self.reasoning), {}
+            data = _response(status, json.dumps(reply).encode(), "".join(f"{k}: {v}\r\n" for k, v in extra.items()))
+            step = 1 if self.trickle else len(data)
+            for i in range(0, len(data), step):
+                writer.write(data[i:i + step])
+                await writer.drain()
+                await asyncio.sleep(self.trickle)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):  # client gone, or loop stopping
             pass
         finally:
             writer.close()
@@ -144,7 +167,7 @@ class FaultProxy:
                     data = _response(200, b'{"choices": [')
                 writer.write(data)
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):  # client gone, or loop stopping
             pass
         finally:
             writer.close()
@@ -156,12 +179,12 @@ def make_problems(count: int) -> list:
     return get_task("arithmetic", level=2).load(limit=count, seed=7)
 
 
-def make_teacher(url: str, concurrency: int = 4, max_tokens: int = 64):
+def make_teacher(url: str, concurrency: int = 4, max_tokens: int = 64, model: str = "fake-model", **options):
     from ahalab.data.teachers import OpenAITeacher
     from ahalab.tasks import get_task
 
-    return OpenAITeacher(url, "fake-model", get_task("arithmetic"), concurrency=concurrency, timeout=30.0,
-                         max_retries=30, backoff_base=0.01, backoff_cap=0.2, max_tokens=max_tokens)
+    return OpenAITeacher(url, model, get_task("arithmetic"), concurrency=concurrency, timeout=30.0,
+                         max_retries=30, backoff_base=0.01, backoff_cap=0.2, max_tokens=max_tokens, **options)
 
 
 def main() -> None:

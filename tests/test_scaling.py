@@ -10,10 +10,10 @@ import pytest
 
 from ahalab.engines.base import Engine
 from ahalab.eval.metrics import majority_vote
+from ahalab.models.reward import RewardModel
 from ahalab.scaling.adaptive import adaptive_consistency, decisive, leader_probability, stopping_point
 from ahalab.scaling.beam import beam_search, dvts
 from ahalab.scaling.budget import budget_forcing
-from ahalab.models.reward import RewardModel
 from ahalab.scaling.scorers import Oracle, confidence
 from ahalab.scaling.strategies import best_of_n, vote, weighted_vote
 from ahalab.scaling.sweep import Spec, orders, parse_strategies, sweep

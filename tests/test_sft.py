@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from ahalab.data.build import DataConfig, build_dataset
-from ahalab.sft.data import load_rows
-from ahalab.runs import RunDir
 from ahalab.models.prefix import SharedPrefix
+from ahalab.runs import RunDir
 from ahalab.sft.collate import Example, completion_nll, pack, pad_batches, split_shared_prefix, tokenize_row
 from ahalab.sft.config import SFTConfig
+from ahalab.sft.data import load_rows
 from ahalab.sft.trainer import SFTTrainer
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 7?"},

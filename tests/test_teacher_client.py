@@ -94,7 +94,7 @@ def test_torn_last_line_is_cut_and_regenerated(loop, tmp_path):
     full = make_teacher(url).generate(problems, samples=2, cache=cache)
     text = cache.read_text()
     cache.write_text(text[: len(text) - 20])  # kill mid-append: the last row torn
-    assert len(TraceCache(cache).load(full[0].teacher)) == 5
+    assert len(TraceCache(cache).load()) == 5
     again = make_teacher(url).generate(problems, samples=2, cache=cache)
     assert [t.text for t in again] == [t.text for t in full]
     assert len(read_jsonl(cache)) == 6 and len(set(keys(read_jsonl(cache)))) == 6
@@ -181,3 +181,18 @@ def test_real_vllm_serve_behind_the_fault_proxy(loop, tiny_model, tmp_path):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_changed_sampling_settings_or_model_miss_the_cache(loop, tmp_path):
+    url, server, _ = serve(loop)
+    problems = make_problems(2)
+    cache = tmp_path / "traces.jsonl"
+    make_teacher(url).generate(problems, cache=cache)
+    sent = server.requests
+    make_teacher(url).generate(problems, cache=cache)
+    assert server.requests == sent  # same settings: all from the cache
+    for changed in ({"temperature": 0.1}, {"max_tokens": 17}, {"model": "other-model", "name": "same-name"},
+                    {"extra_body": {"top_k": 5}}):
+        make_teacher(url, **changed).generate(problems, cache=cache)
+        assert server.requests == sent + len(problems), changed  # asked again, not served stale traces
+        sent = server.requests

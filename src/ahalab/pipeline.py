@@ -33,7 +33,7 @@ from typing import Any
 
 from ahalab.config import merge, parse_overrides, read_yaml
 from ahalab.errors import UserError
-from ahalab.runs import atomic_write_json
+from ahalab.runs import atomic_write_json, content_digest
 from ahalab.stages import STAGE_KINDS, load_stage_kinds
 
 REF = re.compile(r"\$\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
@@ -135,18 +135,6 @@ def substitute(config: Any, values: dict[str, dict[str, Any]]) -> Any:
             return values[whole.group(1)][whole.group(2)]
         return REF.sub(lambda m: str(values[m.group(1)][m.group(2)]), config)
     return config
-
-
-def content_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, or of a directory's files (relative names and bytes), in name order."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(str(f.relative_to(path) if f != path else "").encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def input_digests(config: Any) -> dict[str, str]:

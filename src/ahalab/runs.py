@@ -1,6 +1,7 @@
 """Run directories and crash-safe file IO: atomic writes, durable JSONL appends, clear read errors."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -52,32 +53,66 @@ def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def iter_jsonl(path: str | Path, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-empty line; malformed lines raise DataError with file:line.
+def iter_jsonl(path: str | Path, tolerate_torn_tail: bool = False,
+               max_line_bytes: int = 64 << 20) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-empty line, reading one line at a time (a caller that stops
+    early never reads the rest). A UTF-8 byte-order mark is allowed; a line that is not UTF-8, not JSON (or
+    nested too deeply), not an object, or longer than ``max_line_bytes`` (newline included) raises
+    DataError with file:line.
 
-    ``tolerate_torn_tail`` skips an unterminated last line (what a kill mid-append leaves behind).
+    ``tolerate_torn_tail`` skips an unterminated malformed last line (what a kill mid-append leaves behind).
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if tolerate_torn_tail and i == len(lines) and not line.endswith("\n"):
-                return
-            raise DataError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-        yield i, obj
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    with f:
+        for number, raw in enumerate(iter(lambda: f.readline(max_line_bytes + 1), b""), 1):
+            if len(raw) > max_line_bytes:
+                raise DataError(f"{path}:{number}: line longer than {max_line_bytes} bytes")
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (utf-8-sig)
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError) as e:
+                if tolerate_torn_tail and not raw.endswith(b"\n"):
+                    return
+                raise DataError(f"{path}:{number}: {_json_error(e)}") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
+
+
+def _json_error(e: ValueError | RecursionError) -> str:
+    """What is wrong with a line, from the error that decoding and parsing it raised."""
+    if isinstance(e, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {e.start + 1} of the line is {e.object[e.start]:#04x}); save it as UTF-8"
+    if isinstance(e, json.JSONDecodeError):
+        return f"malformed JSON ({e.msg} at column {e.colno})"
+    if isinstance(e, RecursionError):
+        return "malformed JSON (nested too deeply)"
+    return f"malformed JSON ({e})"  # e.g. an integer past Python's digit limit
 
 
 def read_jsonl(path: str | Path, tolerate_torn_tail: bool = False) -> list[dict]:
     return [obj for _, obj in iter_jsonl(path, tolerate_torn_tail)]
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a directory's files (relative names and bytes), in name order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else "").encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 class RunDir:

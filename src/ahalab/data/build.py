@@ -171,9 +171,13 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
 
 
 def _check_rows(task: Any, problems: list, files: dict[str, list[dict]]) -> None:
-    """Every assistant message must verify (a guard: the builders only emit verified answers)."""
+    """Every row must ask its problem's question and its assistant message must verify (a guard: the builders
+    only emit verified answers to the questions they were given)."""
     by_id = {p.id: p for p in problems}
     for name, rows in files.items():
         for row in rows:
-            if not task.is_correct(by_id[row["problem_id"]], completion_of(row)):
+            problem = by_id[row["problem_id"]]
+            if problem.question not in row["messages"][-2]["content"]:
+                raise RuntimeError(f"{name}: row for {row['problem_id']} does not ask its problem's question")
+            if not task.is_correct(problem, completion_of(row)):
                 raise RuntimeError(f"{name}: row for {row['problem_id']} does not verify")

@@ -45,6 +45,9 @@ def grade_traces(task: Task, problems: Sequence[Problem], traces: Sequence[Trace
     missing = sorted({t.problem_id for t in traces} - set(by_id))
     if missing:
         raise UserError(f"traces for unknown problem ids: {', '.join(missing[:5])}")
+    wrong = [t.problem_id for t in traces if t.question and t.question != by_id[t.problem_id].question]
+    if wrong:
+        raise UserError(f"traces answer other questions than problems {', '.join(wrong[:5])} (a stale cache?)")
     return [GradedTrace(by_id[t.problem_id], t, *task.grade(by_id[t.problem_id], t.full_text())) for t in traces]
 
 

@@ -1,8 +1,10 @@
 """Program teachers: solve a task exactly and write the steps in natural language, in the r1 layout.
 
 * ``ArithmeticTeacher`` evaluates the expression one operation at a time (parentheses, then
-  multiplication, then left to right), saying why each step comes next and splitting multi-digit
-  sums, differences and products into easy parts.
+  multiplication, then left to right), saying why each step comes next. ``style="column"`` (the
+  default) works each whole-number operation digit by digit on a scratchpad, one short line per
+  column with its carry or borrow, the way small models are known to learn arithmetic;
+  ``style="decompose"`` splits operands into tens and ones in one line ("47 + 38 = 47 + 30 + 8 = ...").
 * ``CountdownTeacher`` searches the way a person does: moves ranked by how close their result comes
   to the target, a short note on each dead end, then the move that works (Stream-of-Search, but
   bounded). ``max_dead_ends=0`` writes only the winning line (the shortcut); ``min_dead_ends`` adds
@@ -129,25 +131,132 @@ def _ops(e: Expr) -> set[str]:
     return set() if e.op is None else {e.op} | _ops(e.left) | _ops(e.right)
 
 
-def explain(a: Fraction, op: str, b: Fraction) -> str:
-    """One operation, split into easy parts where the numbers are big: "47 + 38 = 47 + 30 + 8 = 77 + 8 = 85"."""
+_PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
+
+
+def _digits(n: int) -> list[int]:
+    """Digits of ``n`` >= 0, ones first."""
+    return [int(d) for d in reversed(str(n))]
+
+
+def _place(i: int) -> str:
+    return _PLACES[i] if i < len(_PLACES) else f"digit {i + 1}"
+
+
+def column_add(a: int, b: int) -> list[str]:
+    """``a + b`` (both >= 0) column by column from the ones, each line with its carry and the digits so far."""
+    x, y = _digits(a), _digits(b)
+    width = max(len(x), len(y))
+    x, y = x + [0] * (width - len(x)), y + [0] * (width - len(y))
+    lines, carry, written = [f"{a} + {b}, column by column:"], 0, ""
+    for i in range(width):
+        total = x[i] + y[i] + carry
+        sum_text = f"{x[i]} + {y[i]}" + (f" + carry {carry}" if carry else "")
+        carry, digit = divmod(total, 10)
+        written = f"{digit}{written}"
+        lines.append(f"{_place(i)}: {sum_text} = {total}, write {digit}" + (f", carry {carry}" if carry else "")
+                     + f". So far {written}.")
+    if carry:
+        lines.append(f"{_place(width)}: carry {carry}. So far {carry}{written}.")
+    return lines + [f"{a} + {b} = {a + b}"]
+
+
+def column_subtract(a: int, b: int) -> list[str]:
+    """``a - b`` (a >= b >= 0) column by column from the ones, borrowing where a column is short."""
+    x, y = _digits(a), _digits(b)
+    y += [0] * (len(x) - len(y))
+    lines, borrow, written = [f"{a} - {b}, column by column:"], 0, ""
+    for i in range(len(x)):
+        top = x[i] - borrow
+        top_text = f"{x[i]} - borrow 1" if borrow else f"{x[i]}"
+        borrow = 1 if top < y[i] else 0
+        digit = top + 10 * borrow - y[i]
+        written = f"{digit}{written}"
+        step = f"{top_text} - {y[i]}" + (f": too small, borrow 1: {top + 10} - {y[i]}" if borrow else "")
+        lines.append(f"{_place(i)}: {step} = {digit}. So far {written}.")
+    return lines + [f"{a} - {b} = {a - b}"]
+
+
+def column_multiply(a: int, b: int) -> list[str]:
+    """``a * b`` (both >= 0): trailing zeros set aside, the longer number times each digit of the shorter
+    (with carries), then the partial products added column by column."""
+    zeros = sum(len(str(n)) - len(str(n).rstrip("0")) for n in (a, b)) if a and b else 0
+    top, by = (int(str(n).rstrip("0")) if a and b else n for n in (a, b))
+    if len(str(by)) > len(str(top)):
+        top, by = by, top
+    added = f"with {zeros} zero{'s' * (zeros > 1)} added"
+    if top < 10:  # one digit each: nothing to carry
+        return [f"{a} * {b} is {top} * {by} = {top * by} {added}", f"{a} * {b} = {a * b}"]
+    lines = [f"{a} * {b}" + (f" is {top} * {by} {added}" if zeros else "") + ", digit by digit:"]
+    partials: list[int] = []
+    for i, d in enumerate(_digits(by)):
+        carry, written = 0, ""
+        for e in _digits(top):
+            total = e * d + carry
+            product_text = f"{e} * {d}" + (f" + carry {carry}" if carry else "")
+            carry, digit = divmod(total, 10)
+            written = f"{digit}{written}"
+            lines.append(f"{product_text} = {total}, write {digit}" + (f", carry {carry}" if carry else "")
+                         + f". So far {written}.")
+        if carry:
+            lines.append(f"carry {carry}. So far {carry}{written}.")
+        shifted = top * d * 10 ** i
+        lines.append(f"{top} * {d} = {top * d}" + (f", shifted {i} place{'s' * (i > 1)}: {shifted}" if i else ""))
+        partials.append(shifted)
+    total = partials[0]
+    for partial in partials[1:]:
+        lines += column_add(total, partial)
+        total += partial
+    if zeros:
+        lines.append(f"{top} * {by} = {top * by}, {added}: {a * b}")
+    return lines + [f"{a} * {b} = {a * b}"]
+
+
+def column(a: int, op: str, b: int) -> list[str]:
+    """Any whole-number ``a op b`` (+ - *, signs allowed) as one of the column methods on magnitudes."""
+    negative = False
+    if op == "*":
+        work = column_multiply(abs(a), abs(b))
+        negative = (a < 0) != (b < 0) and a * b != 0
+    elif op == "+" and min(a, b) >= 0:
+        work = column_add(a, b)
+    elif op == "-" and a >= b >= 0:
+        work = column_subtract(a, b)
+    else:
+        c = b if op == "+" else -b
+        big, small = (a, c) if abs(a) >= abs(c) else (c, a)
+        work = (column_add if (big >= 0) == (small >= 0) else column_subtract)(abs(big), abs(small))
+        negative = big < 0
+    inner = work[-1].split(" = ")[0]
+    if not ((a, b) == (abs(a), abs(b)) and (op != "-" or a >= b)):
+        result = {"+": a + b, "-": a - b, "*": a * b}[op]
+        head = Expr.combine(Expr(Fraction(a)), op, Expr(Fraction(b))).text()
+        work = [f"{head} = {'-' if negative else ''}({inner})"] + work + [f"{head} = {result}"]
+    return [line if line.endswith((".", ":")) else line + "." for line in work[:-1]] + work[-1:]
+
+
+def explain(a: Fraction, op: str, b: Fraction, style: str = "column") -> list[str]:
+    """Lines working out one operation: on a scratchpad (``style="column"``: whole numbers, see ``column``)
+    or in one line split into easy parts ("47 + 38 = 47 + 30 + 8 = 77 + 8 = 85")."""
     step = Expr.combine(Expr(a), op, Expr(b))
     result, head = step.value, step.text()
+    if style == "column" and op in "+-*" and a.denominator == b.denominator == 1 and max(abs(a), abs(b)) >= 10:
+        return column(int(a), op, int(b))
     whole = all(v.denominator == 1 and v >= 0 for v in (a, b, result))
     if whole and op in "+-" and a >= 10 and b >= 10 and b % 10:
         tens, ones = b - b % 10, b % 10
         partial = a + tens if op == "+" else a - tens
-        return (f"{head} = {number(a)} {op} {number(tens)} {op} {number(ones)} = {number(partial)} {op} "
-                f"{number(ones)} = {number(result)}")
+        return [f"{head} = {number(a)} {op} {number(tens)} {op} {number(ones)} = {number(partial)} {op} "
+                f"{number(ones)} = {number(result)}"]
     if whole and op == "*" and a >= 10 and b >= 10 and b % 10:
         tens, ones = b - b % 10, b % 10
-        return (f"{head} = {number(a)} * {number(tens)} + {number(a)} * {number(ones)} = {number(a * tens)} + "
-                f"{number(a * ones)} = {number(result)}")
-    return f"{head} = {number(result)}"
+        return [f"{head} = {number(a)} * {number(tens)} + {number(a)} * {number(ones)} = {number(a * tens)} + "
+                f"{number(a * ones)} = {number(result)}"]
+    return [f"{head} = {number(result)}"]
 
 
-def narrate(e: Expr) -> list[str]:
-    """Sentences evaluating ``e`` one operation at a time, ending with its value."""
+def narrate(e: Expr, style: str = "column") -> list[str]:
+    """Lines evaluating ``e`` one operation at a time, ending with its value (``style``: see ``explain``)."""
     if e.op is None:
         return [f"The expression is just {number(e.value)}."]
     lines = [f"Let me work out {e.text()} step by step."]
@@ -162,8 +271,10 @@ def narrate(e: Expr) -> list[str]:
         else:
             lead = "From left to right: "
         e = _replace(e, step)
-        line = lead + explain(step.left.value, step.op, step.right.value)
-        lines.append(line + ("." if e.op is None else f". Now we have {e.text()}."))
+        work = explain(step.left.value, step.op, step.right.value, style)
+        work[0] = lead + work[0]
+        lines += work
+        lines[-1] += "." if e.op is None else f". Now we have {e.text()}."
     return lines
 
 
@@ -191,7 +302,14 @@ class ProgramTeacher(Teacher):
 class ArithmeticTeacher(ProgramTeacher):
     """Step-by-step evaluation of "What is <expression>?" questions (or ``meta["expression"]``)."""
 
-    name = "program:arithmetic"
+    SETTINGS = ("style",)
+    STYLES = ("column", "decompose")
+
+    def __init__(self, style: str = "column", name: str | None = None) -> None:
+        if style not in self.STYLES:
+            raise UserError(f"ArithmeticTeacher style must be one of {', '.join(self.STYLES)} (got {style!r})")
+        self.style = style
+        self.name = name or f"program:arithmetic-{style}"
 
     def solve(self, problem: Problem) -> str:
         expression = problem.meta.get("expression")
@@ -202,7 +320,7 @@ class ArithmeticTeacher(ProgramTeacher):
                                       "meta has no 'expression'")
             expression = match.group(1)
         e = parse_expression(expression)
-        lines = narrate(e) + [f"So the answer is {number(e.value)}."]
+        lines = narrate(e, self.style) + [f"So the answer is {number(e.value)}."]
         return think_answer("\n".join(lines), number(e.value))
 
 
@@ -232,6 +350,8 @@ class CountdownTeacher(ProgramTeacher):
     ranks); a dead end is looked into with at most ``inner_tries`` moves per level before backing up.
     Which moves can still reach the target is decided with the task's exact solver.
     """
+
+    SETTINGS = ("max_dead_ends", "min_dead_ends", "inner_tries")
 
     def __init__(self, max_dead_ends: int = 3, min_dead_ends: int = 0, inner_tries: int = 2,
                  name: str | None = None) -> None:

@@ -2,10 +2,13 @@
 
 Every teacher has the same entry point, ``Teacher.generate(problems, samples, cache=...)``, which
 returns one ``Trace`` per (problem, sample index) in problem order. With a cache file, each trace is
-appended (and fsynced) as soon as it exists, keyed by (teacher, problem id, sample index); a
-restarted job reads the file, skips the keys it holds and produces only the rest, so a job killed at
-any point (kill -9 included: a torn last line is cut off on the next start) ends with exactly one
-row per key.
+appended (and fsynced) as soon as it exists, keyed by content: a digest of the question (and the
+problem's metadata), the teacher and every setting that shapes its answer (prompt format, sampling
+settings, the teacher model: for a local model, its weights), plus the sample index. A restarted job
+reads the file, skips the keys it holds and produces only the rest, so a job killed at any point
+(kill -9 included: a torn last line is cut off on the next start) ends with exactly one row per key;
+an output folder reused with another file or other settings never hands back traces written for other
+questions (problem ids of file tasks are row numbers, so ids alone cannot tell).
 
 Teachers here: ``OpenAITeacher`` (any OpenAI-compatible chat endpoint: DeepSeek's API, ``vllm
 serve``, ...), ``EngineTeacher`` (a local model through an ahalab Engine; the model is its own
@@ -14,6 +17,9 @@ teacher for STaR-style self-distillation); program teachers live in ``ahalab.dat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import json
 import os
 import random
 from abc import ABC, abstractmethod
@@ -30,7 +36,7 @@ from ahalab.types import Problem
 if TYPE_CHECKING:
     from ahalab.engines.base import Engine
 
-Key = tuple[str, int]  # (problem id, sample index) within one teacher
+Key = tuple[str, int]  # (problem id, sample index): what a teacher's _produce reports failures by
 Emit = Callable[["Trace"], None]
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -50,10 +56,12 @@ class Trace:
     reasoning: str | None = None  # a separate ``reasoning_content`` field (DeepSeek-R1 API, vLLM reasoning parsers)
     finish_reason: str = "stop"
     tokens: int | None = None  # completion tokens, where the teacher knows them
+    question: str = ""  # the question it answers (checked again before it becomes a training row)
+    content_key: str = ""  # digest of question, teacher and settings (see the module doc)
 
     @property
-    def key(self) -> Key:
-        return self.problem_id, self.sample
+    def key(self) -> tuple[str, int]:
+        return self.content_key, self.sample
 
     def full_text(self) -> str:
         """What a grader or filter should see: a separate reasoning put back inside ``<think>`` tags first."""
@@ -66,14 +74,16 @@ class TraceCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def load(self, teacher: str) -> dict[Key, Trace]:
-        """This teacher's traces by key (the first row wins if a key repeats); cuts off a torn last line."""
+    def load(self) -> dict[tuple[str, int], Trace]:
+        """Traces by (content key, sample); the first row wins if a key repeats; rows without a content key
+        (older caches) are ignored; cuts off a torn last line."""
         if not self.path.exists():
             return {}
         self._cut_torn_tail()
-        done: dict[Key, Trace] = {}
+        fields = {f.name for f in dataclasses.fields(Trace)}
+        done: dict[tuple[str, int], Trace] = {}
         for _, row in iter_jsonl(self.path):
-            if row.get("teacher") == teacher:
+            if row.get("content_key") and set(row) <= fields:
                 trace = Trace(**row)
                 done.setdefault(trace.key, trace)
         return done
@@ -92,9 +102,20 @@ class TraceCache:
 
 
 class Teacher(ABC):
-    """Problems in, traces out. Subclasses set ``name`` and implement ``_produce``."""
+    """Problems in, traces out. Subclasses set ``name`` and implement ``_produce``; ``SETTINGS`` names the
+    attributes that shape a trace (they key the cache)."""
 
     name: str = ""
+    SETTINGS: tuple[str, ...] = ()
+
+    def settings(self) -> dict[str, Any]:
+        """What, besides the question, decides this teacher's answers."""
+        return {k: getattr(self, k) for k in self.SETTINGS}
+
+    def content_key(self, problem: Problem) -> str:
+        blob = json.dumps({"question": problem.question, "meta": problem.meta, "teacher": self.name,
+                           "settings": self.settings()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def generate(self, problems: list[Problem], samples: int = 1, cache: str | Path | None = None) -> list[Trace]:
         """``samples`` traces per problem, in (problem, sample) order; with ``cache``, resumable (see module doc).
@@ -107,10 +128,14 @@ class Teacher(ABC):
         if len({p.id for p in problems}) < len(problems):
             raise UserError("problem ids must be unique: the trace cache is keyed by them")
         store = TraceCache(cache) if cache is not None else None
-        done = store.load(self.name) if store else {}
-        todo = [(p, i) for p in problems for i in range(samples) if (p.id, i) not in done]
+        done = store.load() if store else {}
+        keys = {p.id: self.content_key(p) for p in problems}
+        by_id = {p.id: p for p in problems}
+        todo = [(p, i) for p in problems for i in range(samples) if (keys[p.id], i) not in done]
 
         def emit(trace: Trace) -> None:
+            trace = dataclasses.replace(trace, question=by_id[trace.problem_id].question,
+                                        content_key=keys[trace.problem_id])
             if trace.key not in done:
                 done[trace.key] = trace
                 if store:
@@ -123,7 +148,7 @@ class Teacher(ABC):
                 raise TeacherError(f"teacher {self.name}: {len(failures)} of {len(todo)} traces failed (first: "
                                    f"problem {pid} sample {sample}: {error}); the others are "
                                    f"{'cached in ' + str(cache) + ', run again to retry' if cache else 'lost'}")
-        return [done[(p.id, i)] for p in problems for i in range(samples)]
+        return [dataclasses.replace(done[(keys[p.id], i)], problem_id=p.id) for p in problems for i in range(samples)]
 
     @abstractmethod
     def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
@@ -134,44 +159,71 @@ class Teacher(ABC):
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None,
-                  rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)], at least ``retry_after``."""
+                  rng: random.Random | None = None, max_retry_after: float = float("inf")) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)], but at least
+    ``retry_after`` (a server's Retry-After, honoured past ``cap`` up to ``max_retry_after``)."""
     delay = (rng or random).uniform(0.0, min(cap, base * 2 ** attempt))
-    return max(delay, min(retry_after, cap)) if retry_after is not None else delay
+    return max(delay, min(retry_after, max_retry_after)) if retry_after is not None else delay
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date: fall back to the backoff
+    """The seconds a Retry-After header asks for (a number or an HTTP date); None if absent or unreadable."""
+    import time
+    from email.utils import parsedate_to_datetime
+
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # neither: fall back to the backoff
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when.tzinfo else None
 
 
 class OpenAITeacher(Teacher):
     """Any OpenAI-compatible ``/chat/completions`` endpoint, called asynchronously with httpx.
 
-    One request per (problem, sample), at most ``concurrency`` at a time, each with ``timeout``
-    seconds; 408/409/425/429/5xx answers, connection errors, timeouts and unreadable bodies are
-    retried up to ``max_retries`` times with exponential backoff and full jitter (honouring a
-    ``Retry-After`` header). Request ``seed`` is ``seed + sample``, so an endpoint that honours seeds
-    (vLLM does) answers a retried or resumed request as it would have the first time. A separate
-    reasoning field (``reasoning_content``, or vLLM's ``reasoning``) is kept in ``Trace.reasoning``.
-    The API key is read from the environment variable named ``api_key_env`` (none is sent if unset).
+    One request per (problem, sample), at most ``concurrency`` at a time. ``timeout`` is each attempt's
+    total deadline in seconds (connecting, sending and reading the whole answer: a server that trickles
+    bytes cannot hold a request past it). 408/409/425/429/5xx answers, connection errors, timeouts and
+    200 answers that are no usable chat completion (unreadable JSON, ``"message": null``, ...) are retried
+    up to ``max_retries`` times with exponential backoff and full jitter, capped at ``backoff_cap``; a
+    ``Retry-After`` header (seconds or an HTTP date) is honoured past that cap, up to ``max_retry_after``
+    seconds. Traces that still fail are reported by ``generate`` (a TeacherError, after the others are
+    cached). Request ``seed`` is ``seed + sample``, so an endpoint that honours seeds (vLLM does) answers
+    a retried or resumed request as it would have the first time. ``content`` given as a list of parts
+    is joined into text; a separate reasoning field (``reasoning_content``, or vLLM's ``reasoning``) is
+    kept in ``Trace.reasoning``. The API key is read from the environment variable named ``api_key_env``
+    (none is sent if unset) and sent only over https or to this machine (127.0.0.1, localhost, ::1):
+    plain http to another host is a UserError unless ``allow_insecure_key`` (for a network you trust).
     """
+
+    SETTINGS = ("base_url", "model", "fmt", "temperature", "top_p", "max_tokens", "seed", "extra_body")
 
     def __init__(self, base_url: str, model: str, task: Task, fmt: str = "r1", name: str | None = None,
                  temperature: float = 0.7, top_p: float = 1.0, max_tokens: int = 2048, concurrency: int = 16,
                  timeout: float = 120.0, max_retries: int = 8, backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 seed: int = 0, api_key_env: str = "OPENAI_API_KEY", extra_body: dict[str, Any] | None = None) -> None:
-        if concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise UserError("OpenAITeacher needs concurrency >= 1, max_retries >= 0 and timeout > 0")
+                 seed: int = 0, api_key_env: str = "OPENAI_API_KEY", extra_body: dict[str, Any] | None = None,
+                 allow_insecure_key: bool = False, max_retry_after: float = 300.0) -> None:
+        from urllib.parse import urlsplit
+
+        if concurrency < 1 or max_retries < 0 or timeout <= 0 or max_retry_after < 0:
+            raise UserError("OpenAITeacher needs concurrency >= 1, max_retries >= 0, timeout > 0 and "
+                            "max_retry_after >= 0")
+        if urlsplit(base_url).scheme not in ("http", "https"):
+            raise UserError(f"base_url must start with https:// or http:// (got {base_url!r})")
         self.base_url = base_url.rstrip("/")
         self.model, self.task, self.fmt = model, task, fmt
         self.name = name or f"openai:{model}"
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
         self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
-        self.backoff_base, self.backoff_cap, self.seed = backoff_base, backoff_cap, seed
-        self.api_key_env, self.extra_body = api_key_env, extra_body or {}
+        self.backoff_base, self.backoff_cap, self.max_retry_after = backoff_base, backoff_cap, max_retry_after
+        self.seed, self.api_key_env, self.extra_body = seed, api_key_env, extra_body or {}
+        self.allow_insecure_key = allow_insecure_key
 
     def request_body(self, problem: Problem, sample: int) -> dict[str, Any]:
         from ahalab.prompts import build_messages
@@ -180,14 +232,34 @@ class OpenAITeacher(Teacher):
         return {"model": self.model, "messages": messages, "temperature": self.temperature, "top_p": self.top_p,
                 "max_tokens": self.max_tokens, "seed": self.seed + sample, "n": 1, **self.extra_body}
 
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header for the key in ``api_key_env`` ({} if unset); UserError rather than send
+        the key in the clear (plain http to another machine) unless ``allow_insecure_key``."""
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            return {}
+        url = urlsplit(self.base_url)
+        host = url.hostname or ""
+        try:
+            local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:  # a host name
+            local = False
+        if url.scheme != "https" and not local and not self.allow_insecure_key:
+            raise UserError(f"refusing to send the API key (${self.api_key_env}) over plain http to {host}: use an "
+                            f"https:// base_url or a server on this machine, or set allow_insecure_key: true (in "
+                            f"teacher_options) if you trust the network")
+        return {"Authorization": f"Bearer {key}"}
+
     def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
         return asyncio.run(self._produce_async(todo, emit))
 
     async def _produce_async(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
         import httpx
 
-        key = os.environ.get(self.api_key_env)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = self.auth_headers()
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
         gate = asyncio.Semaphore(self.concurrency)
@@ -213,30 +285,50 @@ class OpenAITeacher(Teacher):
             retry_after = None
             try:
                 async with gate:
-                    response = await client.post("/chat/completions", json=body)
+                    async with asyncio.timeout(self.timeout):  # the whole attempt, however slowly bytes come
+                        response = await client.post("/chat/completions", json=body)
                 if response.status_code == 200:
                     return self._trace(problem, sample, response.json())
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code not in RETRY_STATUS:
                     raise TeacherError(error)
                 retry_after = _retry_after(response.headers.get("retry-after"))
-            except (httpx.RequestError, ValueError) as e:  # connection, timeout, torn or non-JSON body
+            except TimeoutError:
+                error = f"no complete answer within the timeout ({self.timeout} s)"
+            except (httpx.RequestError, ValueError) as e:  # connection, torn or non-JSON body, unusable completion
                 error = f"{type(e).__name__}: {e}"
             if attempt < self.max_retries:
-                await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, retry_after))
+                await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, retry_after,
+                                                  max_retry_after=self.max_retry_after))
         raise TeacherError(f"gave up after {self.max_retries + 1} attempts ({error})")
 
     def _trace(self, problem: Problem, sample: int, data: Any) -> Trace:
-        try:
-            choice = data["choices"][0]
-            message = choice["message"]
-        except (KeyError, IndexError, TypeError):
-            raise TeacherError(f"unexpected response shape: {str(data)[:200]}") from None
-        reasoning = message.get("reasoning_content") or message.get("reasoning") or None
-        usage = data.get("usage") or {}
-        return Trace(teacher=self.name, problem_id=problem.id, sample=sample, text=message.get("content") or "",
-                     reasoning=reasoning, finish_reason=choice.get("finish_reason") or "stop",
-                     tokens=usage.get("completion_tokens"))
+        """The trace in a chat completion; ValueError naming what makes it unusable (so it is retried)."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            got = json.dumps(message)[:50] if isinstance(choice, dict) and "message" in choice else "missing"
+            raise ValueError(f"not a chat completion: choices[0].message is {got} (response: {str(data)[:200]})")
+        usage = data.get("usage")
+        tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        return Trace(teacher=self.name, problem_id=problem.id, sample=sample, text=self._text(message, "content"),
+                     reasoning=self._text(message, "reasoning_content") or self._text(message, "reasoning") or None,
+                     finish_reason=choice.get("finish_reason") or "stop",
+                     tokens=tokens if isinstance(tokens, int) else None)
+
+    @staticmethod
+    def _text(message: dict[str, Any], name: str) -> str:
+        """Field ``name`` of a message as text: a string, null (""), or content parts (their text joined)."""
+        value = message.get(name)
+        if value is None or isinstance(value, str):
+            return value or ""
+        if isinstance(value, list) and all(isinstance(p, (str, dict)) for p in value):
+            texts = [p if isinstance(p, str) else p.get("text") for p in value
+                     if isinstance(p, str) or p.get("type", "text") == "text"]
+            if all(isinstance(t, str) for t in texts):
+                return "".join(texts)
+        raise ValueError(f"not a chat completion: message.{name} is not text ({json.dumps(value)[:100]})")
 
 
 class EngineTeacher(Teacher):
@@ -246,12 +338,21 @@ class EngineTeacher(Teacher):
     call seeded with ``seed + chunk index``, and each finished chunk is cached before the next starts.
     """
 
+    SETTINGS = ("fmt", "temperature", "top_p", "max_tokens", "chunk_size", "seed")
+
     def __init__(self, engine: Engine, task: Task, fmt: str = "r1", name: str | None = None, temperature: float = 0.8,
                  top_p: float = 1.0, max_tokens: int = 512, chunk_size: int = 64, seed: int = 0) -> None:
         self.engine, self.task, self.fmt = engine, task, fmt
         self.name = name or f"engine:{Path(engine.model_dir).name}"
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
         self.chunk_size, self.seed = chunk_size, seed
+
+    def settings(self) -> dict[str, Any]:
+        from ahalab.runs import content_digest
+
+        weights = sorted(Path(self.engine.model_dir).glob("*.safetensors"))
+        return {**super().settings(), "engine": self.engine.name,
+                "weights": [content_digest(w) for w in weights] or str(self.engine.model_dir)}
 
     def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
         from ahalab.sampling import sample

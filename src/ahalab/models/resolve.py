@@ -96,7 +96,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent if out_dir.parent.exists() else None, prefix=".convert-"))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)  # the temporary dir sits beside the final one: same filesystem
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".convert-"))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     return _publish(tmp, out_dir)

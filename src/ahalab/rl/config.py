@@ -60,9 +60,10 @@ class ZeroConfig(TrainingConfig):
     mu: int = 1  # optimisation passes per batch
     # run directory
     eval: ZeroEval = field(default_factory=ZeroEval)
-    sample_every: int = 5  # write one group's completions to samples.jsonl every K steps
+    sample_every: int = 5  # write completions to samples.jsonl every K steps (0: never)
+    sample_groups: int = 1  # how many of the step's groups to write (0: all, to audit every rewarded sample)
 
-    NEUTRAL: ClassVar[frozenset[str]] = TrainingConfig.NEUTRAL | {"sample_every"}
+    NEUTRAL: ClassVar[frozenset[str]] = TrainingConfig.NEUTRAL | {"sample_every", "sample_groups"}
 
     def preset(self, key: str) -> Any:
         """This run's value of a variant setting: the explicit one, else the loss preset's."""
@@ -79,6 +80,8 @@ class ZeroConfig(TrainingConfig):
                             ("max_sampling_rounds", self.max_sampling_rounds)):
             if value < 1:
                 raise UserError(f"{name} must be >= 1 (got {value})")
+        if min(self.sample_every, self.sample_groups) < 0:
+            raise UserError("sample_every and sample_groups must be >= 0 (0: never / all groups)")
         if not self.rewards:
             raise UserError("rewards: name at least one reward function (e.g. {accuracy: 1.0})")
         from ahalab.rewards import get_reward

@@ -242,14 +242,17 @@ class ZeroTrainer(Trainer):
                 "eval_reflection_rate": reflection_rate(texts), "time_eval_s": time.perf_counter() - start}
 
     def _write_samples(self, step: int, sampled: Rollouts) -> None:
-        """The first group's completions, with their rewards and advantages."""
-        first = sampled.problems[0]
-        self.run.append("samples.jsonl", [
-            {"step": step, "problem_id": first.id, "question": first.question, "answer": first.answer,
-             "prompt": s.prompt, "completion": s.text, "reward": sampled.total[i].item(),
-             "advantage": sampled.advantages[i].item(), **{f"reward_{k}": v[i] for k, v in sampled.rewards.items()},
-             "tokens": s.tokens, "finish_reason": s.finish_reason}
-            for i, s in enumerate(sampled.samples[:sampled.group_size])])
+        """The completions of the first ``sample_groups`` groups (all: 0), with their rewards and advantages."""
+        groups = self.cfg.sample_groups or sampled.num_groups
+        rows = []
+        for i, s in enumerate(sampled.samples[:groups * sampled.group_size]):
+            problem = sampled.problems[i // sampled.group_size]
+            rows.append({"step": step, "problem_id": problem.id, "question": problem.question, "answer": problem.answer,
+                         "prompt": s.prompt, "completion": s.text, "reward": sampled.total[i].item(),
+                         "advantage": sampled.advantages[i].item(),
+                         **{f"reward_{k}": v[i] for k, v in sampled.rewards.items()},
+                         "tokens": s.tokens, "finish_reason": s.finish_reason})
+        self.run.append("samples.jsonl", rows)
 
     def log(self, step: int, m: dict[str, Any]) -> None:
         evaluated = f" | eval acc {m['eval_accuracy']:.3f}" if "eval_accuracy" in m else ""

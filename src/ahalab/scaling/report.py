@@ -9,6 +9,7 @@ from ahalab.runs import RunDir
 from ahalab.scaling.strategies import Outcome
 from ahalab.stats import ci_text, interval, mean
 
+
 def outcome_row(strategy: str, budget: int | str, outcomes: list[Outcome], **extra: Any) -> dict[str, Any]:
     """Accuracy with a 95% interval over problems, and mean costs per problem, of one strategy run."""
     correct = [float(o.correct) for o in outcomes]

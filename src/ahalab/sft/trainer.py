@@ -20,8 +20,7 @@ import torch
 from ahalab.errors import UserError
 from ahalab.models.prefix import SharedPrefix
 from ahalab.runs import RunDir
-from ahalab.sft.collate import (Example, MicroBatch, completion_nll, pack, pad_batches, split_shared_prefix,
-                                 tokenize_row)
+from ahalab.sft.collate import Example, MicroBatch, completion_nll, pack, pad_batches, split_shared_prefix, tokenize_row
 from ahalab.sft.config import SFTConfig
 from ahalab.sft.data import load_rows
 from ahalab.training.data_order import DataOrder

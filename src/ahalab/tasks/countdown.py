@@ -7,6 +7,7 @@ value must equal the target.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from fractions import Fraction
@@ -114,24 +115,32 @@ def _problem(problem_id: str, numbers: list[int], target: int, **meta: Any) -> P
                    meta={"numbers": numbers, "target": target, **meta})
 
 
+def _as_int(value: Any) -> int | None:
+    """``value`` if it is an integer (a JSON integer, or a string of one such as "23"); None otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,30}", value.strip()):
+        return int(value)
+    return None
+
+
 def _int_list(row: Row, name: str) -> list[int]:
+    """Field ``name``: a non-empty list of integers, or a string of them separated by commas ("30,100,93")."""
     field(row, name)  # missing or empty: a clear error naming the field
     value = row[1][name]
-    try:
-        numbers = [int(x) for x in (value.split(",") if isinstance(value, str) else value)]
-    except (TypeError, ValueError):
-        numbers = []
-    if not numbers:
-        raise TaskError(f"{row[0]}: field '{name}' must be a list of integers (got {value!r})")
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    numbers = [_as_int(x) for x in items]
+    if not numbers or None in numbers:
+        raise TaskError(f"{row[0]}: field '{name}' must be a list of integers (got {value!r:.100})")
     return numbers
 
 
 def _int(row: Row, name: str) -> int:
-    value = field(row, name)
-    try:
-        return int(value)
-    except ValueError:
-        raise TaskError(f"{row[0]}: field '{name}' must be an integer (got {value!r})") from None
+    field(row, name)
+    value = _as_int(row[1][name])
+    if value is None:
+        raise TaskError(f"{row[0]}: field '{name}' must be an integer (got {row[1][name]!r:.100})")
+    return value
 
 
 def _file_problem(index: int, row: Row) -> Problem:

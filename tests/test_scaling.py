@@ -1,6 +1,7 @@
 """Inference-time scaling: selectors, scorers, beam/DVTS, budget forcing, adaptive rule, sweep, `ahalab scale`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -9,13 +10,14 @@ from collections.abc import Callable
 import pytest
 
 from ahalab.engines.base import Engine
+from ahalab.errors import UserError
 from ahalab.eval.metrics import majority_vote
 from ahalab.models.reward import RewardModel
 from ahalab.scaling.adaptive import adaptive_consistency, decisive, leader_probability, stopping_point
 from ahalab.scaling.beam import beam_search, dvts
 from ahalab.scaling.budget import budget_forcing
-from ahalab.scaling.scorers import Oracle, confidence
-from ahalab.scaling.strategies import best_of_n, vote, weighted_vote
+from ahalab.scaling.scorers import Oracle, confidence, make_scorer
+from ahalab.scaling.strategies import best_of_n, score_samples, vote, weighted_vote
 from ahalab.scaling.sweep import Spec, orders, parse_strategies, sweep
 from ahalab.tasks.answers import math_equal
 from ahalab.tasks.base import Task
@@ -113,6 +115,49 @@ def test_scorers(tiny_model, tmp_path) -> None:
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "rm")
     scores = RewardModel(str(tmp_path / "rm"), batch_size=2)(p, ["so 7", "the answer is 8", "hm"])
     assert len(scores) == 3 and all(0 < s < 1 for s in scores)
+
+
+def _countdown_group(problem: Problem, texts: list[str]) -> list[Sample]:
+    return [Sample(problem, "prompt", "", Completion(t, [0] * 10, "stop"), answer=None, score=0.0, index=i,
+                   prompt_tokens=5)
+            for i, t in enumerate(texts)]
+
+
+def test_countdown_self_check_reads_only_the_problem() -> None:
+    from ahalab.tasks import get_task
+
+    task = get_task("countdown")
+    p = task.load(limit=1, seed=2)[0]  # [8, 12, 11] -> 31
+    assert task.has_self_check and p.meta["numbers"] == [8, 12, 11] and p.meta["target"] == 31
+    for text in ("<answer>11 + (8 + 12)</answer>", "<answer>12 + 11 + 8</answer>", "Answer: 8 + 12 + 11"):
+        assert task.self_check(p, text), text
+    for text in ("<answer>12 + 11 + 9</answer>", "<answer>12 + 11 - 8</answer>", "<answer>31</answer>",
+                 "<answer>8 + 12 + 11 + 0</answer>", "<answer>__import__('os').system('true')</answer>", "", "\x00"):
+        assert not task.self_check(p, text), text
+    wrong_gold = dataclasses.replace(p, answer="999")
+    assert task.self_check(wrong_gold, "<answer>12 + 11 + 8</answer>")
+
+
+def test_best_of_n_by_self_check_ignores_the_gold_answer() -> None:
+    """A wrong gold answer changes nothing: the gold-free check picks the same samples (and is no oracle)."""
+    from ahalab.tasks import get_task
+
+    task = get_task("countdown")
+    problems = task.load(limit=3, seed=5)
+    texts = [[f"<answer>{' - '.join(map(str, p.meta['numbers']))}</answer>", "<answer>1 + 1</answer>",
+              f"<answer>{p.meta['solution']}</answer>", "no answer"] for p in problems]
+    picks = []
+    for gold in (lambda p: p, lambda p: dataclasses.replace(p, answer="999", meta={**p.meta, "solution": "1"})):
+        graded = [gold(p) for p in problems]
+        groups = [_countdown_group(p, t) for p, t in zip(graded, texts)]
+        score_samples(graded, groups, "self_check", make_scorer("self_check", task))
+        picks.append([best_of_n(g, "self_check") for g in groups])
+    assert picks[0] == picks[1] and all(task.is_correct(p, texts[i][k]) for i, (p, k) in
+                                        enumerate(zip(problems, picks[0])))
+    spec = parse_strategies(["best-of-n:self_check"])[0]
+    assert not spec.oracle and spec.name == "best-of-n[self_check]"
+    with pytest.raises(UserError, match="tasks that can: countdown"):
+        make_scorer("self_check", Numbers())
 
 
 # --- beam search and DVTS ---------------------------------------------------------------------------

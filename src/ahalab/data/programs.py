@@ -143,6 +143,16 @@ def _place(i: int) -> str:
     return _PLACES[i] if i < len(_PLACES) else f"digit {i + 1}"
 
 
+def _column_step(work: str, value: int, carry: int, written: str) -> tuple[str, int, str]:
+    """One column: "<work> (+ carry c) = t, write d(, carry c'). So far <digits>." and the new carry and digits."""
+    total = value + carry
+    new_carry, digit = divmod(total, 10)
+    written = f"{digit}{written}"
+    line = (f"{work}" + (f" + carry {carry}" if carry else "") + f" = {total}, write {digit}"
+            + (f", carry {new_carry}" if new_carry else "") + f". So far {written}.")
+    return line, new_carry, written
+
+
 def column_add(a: int, b: int) -> list[str]:
     """``a + b`` (both >= 0) column by column from the ones, each line with its carry and the digits so far."""
     x, y = _digits(a), _digits(b)
@@ -150,12 +160,8 @@ def column_add(a: int, b: int) -> list[str]:
     x, y = x + [0] * (width - len(x)), y + [0] * (width - len(y))
     lines, carry, written = [f"{a} + {b}, column by column:"], 0, ""
     for i in range(width):
-        total = x[i] + y[i] + carry
-        sum_text = f"{x[i]} + {y[i]}" + (f" + carry {carry}" if carry else "")
-        carry, digit = divmod(total, 10)
-        written = f"{digit}{written}"
-        lines.append(f"{_place(i)}: {sum_text} = {total}, write {digit}" + (f", carry {carry}" if carry else "")
-                     + f". So far {written}.")
+        line, carry, written = _column_step(f"{_place(i)}: {x[i]} + {y[i]}", x[i] + y[i], carry, written)
+        lines.append(line)
     if carry:
         lines.append(f"{_place(width)}: carry {carry}. So far {carry}{written}.")
     return lines + [f"{a} + {b} = {a + b}"]
@@ -192,12 +198,8 @@ def column_multiply(a: int, b: int) -> list[str]:
     for i, d in enumerate(_digits(by)):
         carry, written = 0, ""
         for e in _digits(top):
-            total = e * d + carry
-            product_text = f"{e} * {d}" + (f" + carry {carry}" if carry else "")
-            carry, digit = divmod(total, 10)
-            written = f"{digit}{written}"
-            lines.append(f"{product_text} = {total}, write {digit}" + (f", carry {carry}" if carry else "")
-                         + f". So far {written}.")
+            line, carry, written = _column_step(f"{e} * {d}", e * d, carry, written)
+            lines.append(line)
         if carry:
             lines.append(f"carry {carry}. So far {carry}{written}.")
         shifted = top * d * 10 ** i

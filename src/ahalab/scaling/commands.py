@@ -39,14 +39,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_common_model_args(p)
     p.add_argument("--strategy", choices=list(MODES), help="mode (default sweep)")
     p.add_argument("--strategies", type=_names, help="sweep strategies, comma-separated: majority, best-of-n[:scorer], "
-                   "weighted-vote[:scorer], adaptive, pass@k (oracle); scorers: confidence (default), orm, prm, oracle")
+                   "weighted-vote[:scorer], adaptive, pass@k (oracle); scorers: confidence (default), orm, prm, "
+                   "self_check (the task's gold-free check, e.g. countdown's numbers and target), oracle")
     p.add_argument("--max-samples", dest="max_samples", type=int, help="sweep: samples per problem (default 32)")
     p.add_argument("--budgets", type=_ints, help="comma-separated, e.g. 1,2,4,8,16,32")
     p.add_argument("--seeds", type=int, help="sweep: subsampling seeds (default 5)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
     p.add_argument("--orm", help="outcome reward model: HF sequence-classification checkpoint (dir or hub id)")
     p.add_argument("--prm", help="process reward model for beam/dvts: HF sequence-classification checkpoint")
-    p.add_argument("--scorer", choices=["confidence", "prm", "orm", "oracle"],
+    p.add_argument("--scorer", choices=["confidence", "prm", "orm", "self_check", "oracle"],
                    help="beam/dvts step scorer (default confidence)")
     p.add_argument("--beam-width", dest="beam_width", type=int, help="beam/dvts: expansions per kept path (default 4)")
     p.add_argument("--think-tokens", dest="think_tokens", type=int, help="budget-forcing: thinking cap (default 512)")
@@ -133,7 +134,8 @@ def run_sweep(cfg: SweepConfig, engine: Engine, task: Task, problems: list[Probl
         f"{sweep_s:.1f} s, with no further generation.", "",
         "Budget = samples drawn per problem. `vs greedy`: paired accuracy difference from greedy decoding with its "
         "95% interval over problems. `est. wall s`: generated tokens x the sampling pass's seconds per token. Rows "
-        "marked (oracle) use the gold answer: an upper bound for analysis, not a usable strategy.", "",
+        "marked (oracle) use the gold answer: an upper bound for analysis, not a usable strategy; `[self_check]` rows "
+        "use the task's own check of what the problem states (no gold answer), usable at test time.", "",
         self_consistency_line(all_rows)]
     return write_report(run_dir, f"Inference-time scaling: {task.name}", intro,
                         [("Accuracy vs budget", shown, list(shown[0]))], all_rows, band="ci_seeds")

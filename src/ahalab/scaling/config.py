@@ -12,7 +12,7 @@ from ahalab.errors import UserError
 from ahalab.sampling import SamplingConfig
 
 Mode = Literal["sweep", "beam", "dvts", "budget-forcing", "adaptive", "route"]
-ScorerName = Literal["confidence", "orm", "prm", "oracle"]
+ScorerName = Literal["confidence", "orm", "prm", "self_check", "oracle"]
 
 
 @dataclass
@@ -67,7 +67,7 @@ class SearchConfig(ScaleConfig):
     """Beam search or DVTS over blank-line steps; budget = paths per round."""
 
     budgets: list[int] = field(default_factory=lambda: [4, 8, 16])
-    scorer: ScorerName = "confidence"  # step scorer: policy step logprob | prm | orm | oracle
+    scorer: ScorerName = "confidence"  # step scorer: policy step logprob | prm | orm | self_check | oracle
     beam_width: int = 4  # expansions per kept path (M)
     step_tokens: int = 128
     max_steps: int = 12

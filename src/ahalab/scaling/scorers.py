@@ -7,6 +7,8 @@ for a sample, the newest step for a beam candidate). Scores are probabilities so
 - ``confidence``: the policy's own geometric-mean token probability, exp(mean token logprob);
 - ``RewardModel`` (``ahalab.models.reward``): any HF sequence-classification checkpoint, as an outcome reward
   model (ORM) on full solutions or as a process reward model (PRM) on partial ones (the score of the solution so far);
+- ``SelfCheck``: the task's gold-free check (countdown: the expression uses the given numbers and makes
+  the target), usable at test time; not an oracle.
 - ``Oracle``: the task's verifier against the gold answer. Analysis only, always labelled "oracle".
 """
 from __future__ import annotations
@@ -17,11 +19,12 @@ from collections.abc import Callable, Sequence
 from ahalab.errors import UserError
 from ahalab.models.reward import RewardModel
 from ahalab.scaling.strategies import mean_logprob
+from ahalab.tasks import TASKS
 from ahalab.tasks.base import Task
 from ahalab.types import Problem
 
 Scorer = Callable[[Problem, Sequence[str], Sequence[Sequence[float] | None]], list[float]]
-SCORERS = ("confidence", "orm", "prm", "oracle")
+SCORERS = ("confidence", "orm", "prm", "self_check", "oracle")
 
 
 def confidence(problem: Problem, texts: Sequence[str], logprobs: Sequence[Sequence[float] | None]) -> list[float]:
@@ -39,10 +42,26 @@ class Oracle:
         return [float(self.task.is_correct(problem, t)) for t in texts]
 
 
+class SelfCheck:
+    """1.0 when the text passes the task's gold-free check (``Task.self_check``), else 0.0."""
+
+    def __init__(self, task: Task) -> None:
+        if not task.has_self_check:
+            having = [name for name, cls in TASKS.items() if cls.has_self_check]
+            raise UserError(f"scorer 'self_check' needs a task that can check an answer without the gold one; "
+                            f"'{task.name}' cannot (tasks that can: {', '.join(having)})")
+        self.task = task
+
+    def __call__(self, problem: Problem, texts: Sequence[str], logprobs: Sequence) -> list[float]:
+        return [1.0 if self.task.self_check(problem, t) else 0.0 for t in texts]
+
+
 def make_scorer(name: str, task: Task, orm: str | None = None, prm: str | None = None) -> Scorer:
-    """A scorer by name: confidence | orm (needs ``orm``) | prm (needs ``prm``) | oracle."""
+    """A scorer by name: confidence | orm (needs ``orm``) | prm (needs ``prm``) | self_check | oracle."""
     if name == "confidence":
         return confidence
+    if name == "self_check":
+        return SelfCheck(task)
     if name == "oracle":
         return Oracle(task)
     if name in ("orm", "prm"):

@@ -70,6 +70,15 @@ class Task(ABC):
         """Whether ``text`` earns full marks on ``problem``."""
         return self.grade(problem, text)[1] >= 1.0
 
+    # Whether the task overrides ``self_check`` with a gold-free check (the ``self_check`` scorer needs one).
+    has_self_check: bool = False
+
+    def self_check(self, problem: Problem, text: str) -> bool | None:
+        """Whether the answer in ``text`` passes a check that uses only what the problem states, never
+        ``problem.answer`` (usable at test time, like running a program's example tests); None when the task has
+        no such check (``has_self_check`` False). Never raises on model output."""
+        return None
+
 
 DEFAULT_SYNTHETIC_LIMIT = 200
 

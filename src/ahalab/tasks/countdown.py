@@ -211,6 +211,13 @@ class CountdownTask(Task):
     def check(self, problem: Problem, answer: str) -> bool:
         return countdown_correct(answer, problem.meta["numbers"], problem.meta["target"])
 
+    has_self_check = True
+
+    def self_check(self, problem: Problem, text: str) -> bool:
+        """Whether ``text``'s expression uses the problem's numbers and reaches its target: grading is already
+        gold-free, as ``check`` reads only ``problem.meta`` (never ``problem.answer``) and ``grade`` never raises."""
+        return self.is_correct(problem, text)
+
     def equivalent(self, a: str, b: str) -> bool:
         x, y = _evaluate(a), _evaluate(b)
         return x is not None and y is not None and x.value == y.value and Counter(x.numbers) == Counter(y.numbers)

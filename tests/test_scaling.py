@@ -19,6 +19,7 @@ from ahalab.scaling.budget import budget_forcing
 from ahalab.scaling.scorers import Oracle, confidence, make_scorer
 from ahalab.scaling.strategies import best_of_n, score_samples, vote, weighted_vote
 from ahalab.scaling.sweep import Spec, orders, parse_strategies, sweep
+from ahalab.tasks import get_task
 from ahalab.tasks.answers import math_equal
 from ahalab.tasks.base import Task
 from ahalab.types import Completion, Problem, Sample
@@ -119,45 +120,35 @@ def test_scorers(tiny_model, tmp_path) -> None:
 
 def _countdown_group(problem: Problem, texts: list[str]) -> list[Sample]:
     return [Sample(problem, "prompt", "", Completion(t, [0] * 10, "stop"), answer=None, score=0.0, index=i,
-                   prompt_tokens=5)
-            for i, t in enumerate(texts)]
-
-
-def test_countdown_self_check_reads_only_the_problem() -> None:
-    from ahalab.tasks import get_task
-
-    task = get_task("countdown")
-    p = task.load(limit=1, seed=2)[0]  # [8, 12, 11] -> 31
-    assert task.has_self_check and p.meta["numbers"] == [8, 12, 11] and p.meta["target"] == 31
-    for text in ("<answer>11 + (8 + 12)</answer>", "<answer>12 + 11 + 8</answer>", "Answer: 8 + 12 + 11"):
-        assert task.self_check(p, text), text
-    for text in ("<answer>12 + 11 + 9</answer>", "<answer>12 + 11 - 8</answer>", "<answer>31</answer>",
-                 "<answer>8 + 12 + 11 + 0</answer>", "<answer>__import__('os').system('true')</answer>", "", "\x00"):
-        assert not task.self_check(p, text), text
-    wrong_gold = dataclasses.replace(p, answer="999")
-    assert task.self_check(wrong_gold, "<answer>12 + 11 + 8</answer>")
+                   prompt_tokens=5) for i, t in enumerate(texts)]
 
 
 def test_best_of_n_by_self_check_ignores_the_gold_answer() -> None:
-    """A wrong gold answer changes nothing: the gold-free check picks the same samples (and is no oracle)."""
-    from ahalab.tasks import get_task
-
+    """A wrong gold answer moves no self_check pick (an oracle reading the gold moves); self_check is no oracle."""
     task = get_task("countdown")
     problems = task.load(limit=3, seed=5)
     texts = [[f"<answer>{' - '.join(map(str, p.meta['numbers']))}</answer>", "<answer>1 + 1</answer>",
               f"<answer>{p.meta['solution']}</answer>", "no answer"] for p in problems]
-    picks = []
-    for gold in (lambda p: p, lambda p: dataclasses.replace(p, answer="999", meta={**p.meta, "solution": "1"})):
-        graded = [gold(p) for p in problems]
+    picks, names = [], []
+    for graded in (problems, [dataclasses.replace(p, answer="999") for p in problems]):
         groups = [_countdown_group(p, t) for p, t in zip(graded, texts)]
         score_samples(graded, groups, "self_check", make_scorer("self_check", task))
         picks.append([best_of_n(g, "self_check") for g in groups])
-    assert picks[0] == picks[1] and all(task.is_correct(p, texts[i][k]) for i, (p, k) in
-                                        enumerate(zip(problems, picks[0])))
-    spec = parse_strategies(["best-of-n:self_check"])[0]
-    assert not spec.oracle and spec.name == "best-of-n[self_check]"
-    with pytest.raises(UserError, match="tasks that can: countdown"):
+        specs = parse_strategies(["best-of-n:self_check", "weighted-vote:self_check"])
+        names.append([r["strategy"] for r in sweep(graded, groups, specs, [4], [0], task.equivalent)])
+    assert picks[0] == picks[1] == [2, 2, 2]  # the solution each time, by the numbers and target alone
+    assert names[0] == names[1] == ["best-of-n[self_check]", "weighted-vote[self_check]"]  # not "(oracle)"
+    oracle = Oracle(Numbers())
+    assert [best_of_n(_samples(["8", "7"], scores=oracle(_problem(gold), ["so 8", "so 7"], [None, None])), "s")
+            for gold in ("7", "8")] == [1, 0]
+    assert Spec("best-of-n", "oracle").name == "best-of-n[oracle] (oracle)"
+
+
+def test_self_check_scorer_needs_a_task_with_one() -> None:
+    with pytest.raises(UserError, match=r"'numbers' cannot \(tasks that can: countdown\)"):
         make_scorer("self_check", Numbers())
+    with pytest.raises(UserError, match="self_check"):
+        parse_strategies(["best-of-n:selfcheck"])  # the error lists the valid scorers
 
 
 # --- beam search and DVTS ---------------------------------------------------------------------------
@@ -330,6 +321,8 @@ def test_scale_command_modes_on_a_tiny_model(tmp_path, tiny_model) -> None:
         run_dir, printed = run_scale(cfg, engine)
         summary = json.loads(run_dir.file("summary.json").read_text())
         assert summary["mode"] == mode and printed and run_dir.file("accuracy_vs_tokens.png").exists()
+        if mode in ("beam", "dvts"):
+            assert summary["rows"][1]["strategy"] == f"{mode}[confidence]"  # the scorer, "(oracle)" for the oracle
         if mode == "route":
             assert [r["strategy"] for r in summary["rows"]][:2] == ["always-direct", "always-reason"]
             assert summary["by_level"] and {r["level"] for r in summary["by_level"]} <= {1, 3}

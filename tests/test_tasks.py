@@ -1,6 +1,8 @@
-"""Tasks: registry, arithmetic and countdown generators, countdown verifier, file loading, bad input, hostile output."""
+"""Tasks: registry, arithmetic and countdown generators, countdown verifier and gold-free check, file loading, bad
+input, hostile output."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -135,6 +137,18 @@ def test_countdown_verifier(answer: str, correct: bool) -> None:
     task = get_task("countdown")
     p = Problem(id="c", question="", answer="23", meta={"numbers": [30, 100, 93], "target": 23})
     assert task.is_correct(p, answer) is correct
+    # the gold-free check gives the same verdict from the numbers and target alone, whatever the gold says
+    assert task.self_check(dataclasses.replace(p, answer="999"), answer) is correct
+
+
+def test_self_check_reads_what_the_problem_states() -> None:
+    assert [name for name, cls in TASKS.items() if cls.has_self_check] == ["countdown"]
+    task, text = get_task("countdown"), "<answer>30 - (100 - 93)</answer>"
+    p = Problem(id="c", question="", answer="23", meta={"numbers": [30, 100, 93], "target": 23})
+    assert task.self_check(p, text) and task.self_check(dataclasses.replace(p, answer=""), text)
+    assert not task.self_check(dataclasses.replace(p, meta={"numbers": [30, 100, 93], "target": 24}), text)
+    assert not task.self_check(dataclasses.replace(p, meta={"numbers": [30, 100, 94], "target": 23}), text)
+    assert get_task("arithmetic").self_check(Problem(id="a", question="1 + 1", answer="2"), "Answer: 2") is None
 
 
 def test_countdown_exact_fractions_and_equivalence() -> None:
@@ -280,4 +294,5 @@ def test_grade_survives_hostile_output(tmp_path, name: str, problem: Problem) ->
         start = time.perf_counter()
         assert task.grade(problem, attack)[1] == 0.0, attack[:60]
         assert time.perf_counter() - start < VERIFY_TIMEOUT_S + 3.0, attack[:60]
+        assert not task.self_check(problem, attack), attack[:60]  # False, or None for a task without one
     assert not marker.exists()

@@ -185,17 +185,19 @@ def run_budgets(cfg: SearchConfig | BudgetForcingConfig | AdaptiveConfig, engine
     from ahalab.scaling.config import AdaptiveConfig, BudgetForcingConfig, SearchConfig
     from ahalab.scaling.report import outcome_records, outcome_row, write_report
     from ahalab.scaling.strategies import sample_and_select
+    from ahalab.scaling.sweep import Spec
 
     strategy = {SearchConfig: _search, BudgetForcingConfig: _budget_forcing, AdaptiveConfig: _adaptive}[type(cfg)]
     mode = cfg.strategy
+    label = Spec(mode, cfg.scorer).name if isinstance(cfg, SearchConfig) else mode  # beam[oracle] (oracle)
     greedy = sample_and_select(engine, task, problems, lambda s: 0, fmt=cfg.format, n=1, temperature=0.0,
                                max_tokens=cfg.max_tokens, seed=cfg.seed)
     rows = [outcome_row("greedy", 1, greedy)]
     run_dir.append("samples.jsonl", outcome_records("greedy", 1, problems, greedy))
     for b in cfg.budgets:
         outcomes = strategy(cfg, engine, task, problems, b)
-        rows.append(outcome_row(mode, b, outcomes))
-        run_dir.append("samples.jsonl", outcome_records(mode, b, problems, outcomes))
+        rows.append(outcome_row(label, b, outcomes))
+        run_dir.append("samples.jsonl", outcome_records(label, b, problems, outcomes))
     run_dir.write_json("summary.json", {"mode": mode, "budget": cfg.BUDGET, "rows": rows})
     intro = _intro(cfg, problems) + ["", f"Budget = {cfg.BUDGET}. Intervals: 95% over problems. Costs are "
                                      "means per problem; forward tokens count every prompt re-read (no cache reuse)."]

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ahalab.engines.base import Engine
+from ahalab.errors import UserError
 from ahalab.prompts import render
 from ahalab.rewards import REWARDS, contents
 from ahalab.rl.batch import Prefix, plan_batches
@@ -298,3 +299,23 @@ def test_zero_help_lists_the_flags():
     for flag in ("--prompts-per-step", "--generations", "--max-new-tokens", "--loss", "--beta", "--mu", "--lora-r",
                  "--resume", "--config", "key=value"):
         assert flag in text
+
+
+def test_held_out_problems_stay_out_of_training_even_when_never_evaluated(tiny_model, tmp_path):
+    from ahalab.tasks import get_task
+
+    pool = get_task("arithmetic", level=1).load(None, limit=2000, seed=0)
+    held_out = {p.question for p in get_task("arithmetic", level=1).load(None, limit=500, seed=1)}
+    overlap = sum(p.question in held_out for p in pool)
+    assert overlap > 0  # the draw does overlap: the filter has work to do
+    for every in (0, 2):
+        trainer = make_trainer(tiny_config(tiny_model, tmp_path / f"e{every}", train_size=2000, seed=0,
+                                           eval=ZeroEval(every=every, limit=500)))
+        assert len(trainer.eval_problems) == 500
+        assert len(trainer.train_problems) == 2000 - overlap
+        assert not {p.question for p in trainer.train_problems} & held_out
+    trainer = make_trainer(tiny_config(tiny_model, tmp_path / "none", train_size=2000, seed=0,
+                                       eval=ZeroEval(every=0, limit=0)))
+    assert trainer.eval_problems == [] and len(trainer.train_problems) == 2000
+    with pytest.raises(UserError, match="eval.limit"):
+        tiny_config(tiny_model, tmp_path / "bad", eval=ZeroEval(every=2, limit=0)).validate()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ahalab"
 FLOORS = {
-    "ground": {"errors", "types", "config", "runs", "precision", "plots", "prompts", "args", "stages", "tasks",
+    "ground": {"errors", "logs", "types", "config", "runs", "precision", "plots", "prompts", "args", "stages", "tasks",
                "engines", "models"},
     "core": {"sampling", "training", "rewards", "eval", "stats"},
     "methods": {"scaling", "rl", "sft", "data"},

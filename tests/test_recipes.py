@@ -159,6 +159,13 @@ def test_report_command_over_a_recipe_run_and_training_runs(tiny_model, tmp_path
     assert main(args + ["--baseline", "zero"]) == 0  # evaluations reused, differences against another row
     assert "greedy vs zero" in json.loads((tmp_path / "rep" / "summary.json").read_text())["rows"][0]
     assert main(args + ["--baseline", "nobody"]) == 2
+    assert main(args + ["--pair", "rl_final,sft", "--pair", "sft,sft_dir"]) == 0  # evaluations reused
+    pairs = json.loads((tmp_path / "rep" / "summary.json").read_text())["pairs"]
+    assert [(p["a"], p["b"]) for p in pairs] == [("rl_final", "sft"), ("sft", "sft_dir")]
+    assert pairs[1]["difference"] == pairs[1]["low"] == pairs[1]["high"] == 0.0  # the same model twice
+    assert "rl_final - sft" in (tmp_path / "rep" / "report.md").read_text()
+    assert main(args + ["--pair", "rl_final,nobody"]) == 2
+    assert main(args + ["--pair", "rl_final"]) == 2
     with pytest.raises(SystemExit):
         main(["report", "--samples", "2"])  # no RUN
     assert main(["report", str(tmp_path / "nothing-here"), "--engine", "hf", "--out", str(tmp_path / "x")]) == 2
@@ -177,13 +184,45 @@ def test_demo_tour_on_a_tiny_model(tiny_model, tmp_path, capsys) -> None:
                  "traces.limit": 8, "distill.model": tiny_model, "distill.batch_size": 4,
                  **{f"sft_rl.{k}": v for k, v in rl.items()},
                  "report.runs": f'[base={tiny_model}, "pure_rl=${{zero.model}}", "sft_rl=${{sft_rl.model}}"]',
-                 "report.engine": "hf", "report.limit": 3, "report.samples": 2, "report.max_tokens": 6}
+                 "report.engine": "hf", "report.limit": 3, "report.samples": 2, "report.max_tokens": 6,
+                 "report.pairs": "[[sft_rl, base], [pure_rl, sft_rl]]"}
     assert main(["--out", str(tmp_path / "demo"), *(f"{k}={v}" for k, v in overrides.items())]) == 0
     printed = capsys.readouterr().out
     assert "greedy, direct answer" in printed and "majority, chain of thought" in printed
     assert "The four approaches" in printed and "pure_rl" in printed and "maj@2" in printed
     assert "greedy vs base" in printed
+    assert "What the numbers say" in printed and "sft_rl" in printed.split("What the numbers say")[1]
     assert (tmp_path / "demo" / "02-scale" / "accuracy_vs_tokens.png").exists()
+
+
+def test_demo_closing_lines_say_what_won_and_what_to_look_at(tmp_path) -> None:
+    from ahalab.demo import closing_lines
+    from ahalab.runs import RunDir
+
+    run = RunDir.create(str(tmp_path / "rl"), "zero", {"lr": 5e-6, "beta": 0.04})
+    for step, flat in ((1, 0.5), (2, 1.0)):
+        run.log_metrics(step, accuracy=0.25 * step, zero_std_groups=flat, time_step_s=90.0)
+    out = {"sft_rl": {"summary": str(run.file("summary.json"))}}
+    pairs = [{"a": "pure_rl", "b": "base", "difference": 0.3, "low": 0.2, "high": 0.4},
+             {"a": "sft_rl", "b": "distilled", "difference": -0.01, "low": -0.05, "high": 0.03},
+             {"a": "distilled", "b": "base", "difference": -0.2, "low": -0.3, "high": -0.1}]
+    lines = closing_lines(pairs, out)
+    assert lines[0] == "pure_rl beats base: +30.0 points, 95% interval +20.0 to +40.0."
+    assert lines[1].startswith("sft_rl is not distinguishable from distilled on these problems: -1.0 points")
+    assert "2 GRPO steps at lr 5e-06, KL beta 0.04" in lines[2] and "75% of groups had all-equal rewards" in lines[2]
+    assert "sampled accuracy 25% at the first step, 50% at the last" in lines[2]
+    assert lines[3].startswith("distilled loses to base") and len(lines) == 4  # no stage directory: no note
+
+
+def test_pair_differences_are_paired_over_the_second_runs_problems() -> None:
+    from ahalab.report import pair_differences
+
+    correct = {"a": {"p1": 1.0, "p2": 0.0, "p3": 1.0, "p4": 0.0}, "b": {"p4": 1.0, "p3": 1.0, "p2": 1.0, "p1": 1.0}}
+    (got,) = pair_differences([["a", "b"]], correct)
+    # diffs 0, -1, 0, -1 (problem by problem, whatever the order): mean -0.5, sd 0.577, t(3) = 3.182
+    assert got["a"] == "a" and got["b"] == "b" and got["difference"] == -0.5
+    assert got["low"] == pytest.approx(-0.5 - 3.182 * 0.57735 / 2, abs=1e-4)
+    assert got["high"] == pytest.approx(-0.5 + 3.182 * 0.57735 / 2, abs=1e-4)
 
 
 def test_paired_differences_against_the_baseline() -> None:

@@ -32,8 +32,8 @@ def add_resume_args(p: argparse.ArgumentParser) -> None:
 
 
 def explicit_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The CLI flags the user actually gave (None means not given)."""
-    ignore = {"func", "command", "config", "overrides", "resume", "allow_config_change", *skip}
+    """The CLI flags the user actually gave (None means not given); global flags like --verbose are not config."""
+    ignore = {"func", "command", "verbose", "config", "overrides", "resume", "allow_config_change", *skip}
     return {k: v for k, v in vars(args).items() if v is not None and k not in ignore}
 
 

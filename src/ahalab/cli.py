@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train with RL (R1-Zero), SFT+RL (R1) and distillation. Every run writes a run directory "
         "(config.yaml, metrics.jsonl, samples.jsonl, summary.json, report.md, plots).",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the engines' and libraries' logs (vLLM, transformers, torch); default: errors only "
+                        "(AHALAB_LOG_LEVEL=DEBUG|INFO|WARNING|ERROR sets the level)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
@@ -49,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from ahalab.errors import UserError
+    from ahalab.logs import configure
 
     try:
+        configure(args.verbose)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"ahalab {args.command}: error: {e}", file=sys.stderr)

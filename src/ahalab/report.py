@@ -63,6 +63,7 @@ class CompareConfig(Config):
     engine: EngineName | None = None
     seed: int = 1234  # problem generation and sampling; away from training seeds
     baseline: str | None = None  # label of the run the others are compared against (default: the first)
+    pairs: list[list[str]] = field(default_factory=list)  # more paired differences: [[A, B], ...] is A - B
     out: str | None = None
 
     def validate(self) -> None:
@@ -209,6 +210,9 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
     baseline = cfg.baseline or labels[0]
     if baseline not in labels:
         raise UserError(f"baseline '{baseline}' is none of the runs' labels ({', '.join(labels)})")
+    for pair in cfg.pairs:
+        if len(pair) != 2 or any(label not in labels for label in pair):
+            raise UserError(f"pairs: {pair} is not two of the runs' labels ({', '.join(labels)})")
     run = RunDir.create(cfg.out, "report", to_dict(cfg))
     rows, correct = [], {}
     for e in entries:
@@ -234,13 +238,25 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
         for engine_made in made:  # free the engine before the next model's
             engine_made.close()
     add_paired_differences(rows, correct, baseline)
-    write_report(run, cfg, rows, entries, baseline)
+    write_report(run, cfg, rows, entries, baseline, pair_differences(cfg.pairs, correct))
     return rows, run.path
 
 
+def pair_differences(pairs: list[list[str]], correct: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """``a - b`` in greedy accuracy for each pair of labels, on the same problems, with a paired 95% interval."""
+    from ahalab.stats import paired_difference
+
+    out = []
+    for a, b in pairs:
+        diff, (lo, hi) = paired_difference([correct[a][pid] for pid in correct[b]], list(correct[b].values()))
+        out.append({"a": a, "b": b, "difference": diff, "low": lo, "high": hi})
+    return out
+
+
 def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entries: list[Entry],
-                 baseline: str) -> None:
+                 baseline: str, pairs: list[dict[str, Any]]) -> None:
     from ahalab.plots import bar_plot, line_plot, markdown_table
+    from ahalab.stats import ci_text
 
     k = cfg.samples
     bars = {"greedy": [r["greedy"] for r in rows]}
@@ -253,7 +269,7 @@ def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entri
     line_plot(run.file("accuracy_vs_tokens.png"), series, xlabel="generated tokens per problem", logx=True,
               ylabel="accuracy", title=f"greedy (left) and maj@{k} (right) per model" if k > 1 else "greedy")
     run.write_json("summary.json", {"settings": {k_: v for k_, v in asdict(cfg).items() if k_ != "runs"},
-                                    "rows": rows})
+                                    "rows": rows, "pairs": pairs})
     where = cfg.data or f"generated (seed {cfg.seed})"
     lines = ["# Comparison", "",
              f"Every model evaluated on the same {cfg.limit or 'all'} `{cfg.task}` problems ({where}), format "
@@ -265,6 +281,8 @@ def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entri
              "interval over problems (paired): an interval that contains 0 means the two are not distinguishable "
              "on this set.", "",
              markdown_table(rows, [c for c in rows[0] if c not in ("model", "source")]),
+             *([markdown_table([{"greedy accuracy": f"{p['a']} - {p['b']}", "difference": f"{p['difference']:+.3f}",
+                                 "95% interval (paired)": ci_text(p["low"], p["high"])} for p in pairs])] if pairs else []),
              "![accuracy](accuracy.png) ![accuracy vs tokens](accuracy_vs_tokens.png)", ""]
     with_plots = [e for e in entries if e.plots]
     if with_plots:
@@ -303,6 +321,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, help="seed of the held-out problems and the sampling (default 1234)")
     p.add_argument("--baseline", help="label of the run the others are compared against, paired over problems "
                    "(default: the first)")
+    p.add_argument("--pair", dest="pairs", action="append", type=lambda s: s.split(","), metavar="A,B",
+                   help="also report A - B (two labels), paired over problems (repeatable)")
     p.add_argument("--out", help="report directory (default runs/report-<time>)")
     p.add_argument("--config", help="YAML with these settings; flags and key=value overrides win")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="key=value",

@@ -60,8 +60,11 @@ class VLLMEngine(Engine):
             block_size = block_size or CPU_BLOCK_SIZE
         elif kv_cache_gib:
             memory = {"kv_cache_memory_bytes": int(kv_cache_gib * GIB)}
+        from ahalab.logs import quiet
+
         self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
-                       max_model_len=min(max_model_len, context or max_model_len), block_size=block_size, **memory)
+                       max_model_len=min(max_model_len, context or max_model_len), block_size=block_size,
+                       use_tqdm_on_load=not quiet(), **memory)
         self.ignore_eos = ignore_eos
         self.tied_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.weight_names = _checkpoint_names(model_dir)

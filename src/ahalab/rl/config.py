@@ -16,9 +16,9 @@ from ahalab.training.config import TrainingConfig
 class ZeroEval(Config):
     """Held-out greedy evaluation during training (problems drawn with a different seed, never trained on)."""
 
-    every: int = 10  # steps; 0: never
+    every: int = 10  # steps; 0: never (the problems are still kept out of training)
     data: str | None = None  # a held-out file (default: drawn from the training data and removed from it)
-    limit: int = 200
+    limit: int = 200  # 0: no held-out set
     max_tokens: int = 256
     at_start: bool = True  # evaluate the untrained model as step 0
 
@@ -80,6 +80,8 @@ class ZeroConfig(TrainingConfig):
                             ("max_sampling_rounds", self.max_sampling_rounds)):
             if value < 1:
                 raise UserError(f"{name} must be >= 1 (got {value})")
+        if self.eval.every and self.eval.limit < 1:
+            raise UserError(f"eval.limit must be >= 1 to evaluate every {self.eval.every} steps (got {self.eval.limit})")
         if min(self.sample_every, self.sample_groups) < 0:
             raise UserError("sample_every and sample_groups must be >= 0 (0: never / all groups)")
         if not self.rewards:

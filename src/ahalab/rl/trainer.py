@@ -60,8 +60,9 @@ class ZeroTrainer(Trainer):
         super().__init__(cfg, run, resume, allow_config_change)
         self.policy = self.model
         self.task = get_task(cfg.task, **cfg.task_options)
+        # the held-out problems stay out of training whether or not they are evaluated (eval.every: 0)
         self.eval_problems = self.task.load(cfg.eval.data or cfg.data, limit=cfg.eval.limit, seed=cfg.seed + 1) \
-            if cfg.eval.every else []
+            if cfg.eval.limit else []
         held_out = {p.question for p in self.eval_problems}
         self.train_problems = [p for p in self.task.load(cfg.data, limit=cfg.train_size, seed=cfg.seed)
                                if p.question not in held_out]

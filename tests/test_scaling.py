@@ -18,7 +18,7 @@ from ahalab.scaling.beam import beam_search, dvts
 from ahalab.scaling.budget import budget_forcing
 from ahalab.scaling.scorers import Oracle, confidence, make_scorer
 from ahalab.scaling.strategies import best_of_n, score_samples, vote, weighted_vote
-from ahalab.scaling.sweep import Spec, orders, parse_strategies, sweep
+from ahalab.scaling.sweep import Spec, answer_classes, orders, parse_strategies, sweep
 from ahalab.tasks import get_task
 from ahalab.tasks.answers import math_equal
 from ahalab.tasks.base import Task
@@ -278,6 +278,30 @@ def test_subsampled_budgets_equal_a_direct_computation() -> None:
             assert got[(name, k)]["gen tokens"] == pytest.approx(sum(tokens) / 3)
         assert got[("best-of-n[oracle] (oracle)", k)]["accuracy"] == got[("pass@k (oracle)", k)]["accuracy"]
         assert got[("adaptive", k)]["gen tokens"] <= got[("majority", k)]["gen tokens"]
+
+
+def test_sweep_votes_by_lookup_after_one_classing_pass() -> None:
+    """Equivalence runs once per distinct string and class representative, not per subsample."""
+    calls: list[tuple[str, str]] = []
+
+    def counted(a: str, b: str) -> bool:
+        calls.append((a, b))
+        return math_equal(a, b)
+
+    answers = ["7", "7.0", "8", "7", None, "9", "7", "8.00"] * 4  # 32 samples, 5 distinct strings, 3 classes
+    problems = [_problem(pid=f"p{i}") for i in range(3)]
+    samples = [_samples(answers, correct=[a in ("7", "7.0") for a in answers]) for _ in problems]
+    specs = parse_strategies(["majority", "weighted-vote", "adaptive"])
+    for group in samples:
+        for s in group:
+            s.scores = {"confidence": 1.0}
+    rows = sweep(problems, samples, specs, [1, 2, 4, 8, 16, 32], range(5), counted)
+    distinct = {a for a in answers if a is not None}
+    assert len(calls) <= len(problems) * len(distinct) * (len(distinct) - 1) // 2
+    eq = answer_classes(answers, math_equal)
+    assert eq("7", "7.0") and eq("8", "8.00") and not eq("7", "8") and not eq("9", "8")
+    majority = {r["budget"]: r["accuracy"] for r in rows if r["strategy"] == "majority"}
+    assert majority[32] == 1.0  # the class {7, 7.0} outnumbers {8, 8.00} and {9}
 
 
 def test_bad_sweep_strategies_are_user_errors() -> None:

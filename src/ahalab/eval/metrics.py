@@ -30,7 +30,7 @@ def majority_vote(answers: Sequence[str | None], equivalent: Callable[[str, str]
             continue
         group = by_string.get(a)
         if group is None:
-            group = next((g for g in groups if _safe_equiv(equivalent, g[0], a)), None)
+            group = next((g for g in groups if safe_equivalent(equivalent, g[0], a)), None)
             if group is None:
                 group = [a, i, 0.0]
                 groups.append(group)
@@ -43,7 +43,8 @@ def majority_vote(answers: Sequence[str | None], equivalent: Callable[[str, str]
     return best[0], best[1], (best[2] / total if total > 0 else 0.0)
 
 
-def _safe_equiv(equivalent: Callable[[str, str], bool], a: str, b: str) -> bool:
+def safe_equivalent(equivalent: Callable[[str, str], bool], a: str, b: str) -> bool:
+    """``equivalent(a, b)``, False where it raises (an unparseable answer matches nothing)."""
     try:
         return bool(equivalent(a, b))
     except Exception:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ahalab.errors import UserError
+from ahalab.eval.metrics import safe_equivalent
 from ahalab.scaling.adaptive import stopping_point
 from ahalab.scaling.scorers import SCORERS
 from ahalab.scaling.strategies import Equivalent, best_of_n, vote, weighted_vote
@@ -70,14 +71,23 @@ def choose(spec: Spec, samples: Sequence[Sample], equivalent: Equivalent) -> int
     return next((i for i, s in enumerate(samples) if s.correct), 0)  # pass@k: any correct one
 
 
-def memoized(equivalent: Equivalent) -> Equivalent:
-    """``equivalent`` with its answers cached (the sweep compares the same answer pairs many times)."""
-    cache: dict[tuple[str, str], bool] = {}
+def answer_classes(answers: Sequence[str | None], equivalent: Equivalent) -> Equivalent:
+    """``equivalent`` over ``answers`` as a lookup: their equivalence classes are computed once.
+
+    Each distinct string is compared with one representative per class found so far (never with
+    itself again), so every later vote over any subset, budget and seed is counting.
+    """
+    ids: dict[str, int] = {}
+    reps: list[str] = []
+    for a in answers:
+        if a is None or a in ids:
+            continue
+        ids[a] = next((c for c, r in enumerate(reps) if safe_equivalent(equivalent, r, a)), len(reps))
+        if ids[a] == len(reps):
+            reps.append(a)
 
     def eq(a: str, b: str) -> bool:
-        if (a, b) not in cache:
-            cache[(a, b)] = equivalent(a, b)
-        return cache[(a, b)]
+        return a == b or (a in ids and b in ids and ids[a] == ids[b])
 
     return eq
 
@@ -99,7 +109,7 @@ def sweep(problems: Sequence[Problem], samples: Sequence[Sequence[Sample]], spec
     n = min(len(s) for s in samples)
     if not budgets or max(budgets) > n or min(budgets) < 1:
         raise UserError(f"budgets must be between 1 and the samples per problem ({n}); got {list(budgets)}")
-    eqs = [memoized(equivalent) for _ in problems]
+    eqs = [answer_classes([s.answer for s in group], equivalent) for group in samples]
     order = {seed: orders(problems, n, seed) for seed in seeds}
     stops = {(seed, i): stopping_point([samples[i][j].answer for j in order[seed][i]], eqs[i], threshold)
              for seed in seeds for i in range(len(problems))} if any(s.kind == "adaptive" for s in specs) else {}

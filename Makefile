@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/cpu-constraints.txt
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install model test test-fast demo bench clean
+.PHONY: install model bwrap test test-fast demo bench clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,14 @@ install: $(STAMP)
 model: install
 	$(VENV)/bin/ahalab models fetch smollm2-135m
 
-test: model
+# The code sandbox uses bubblewrap where it can (tests fall back to rlimits without it).
+bwrap:
+	command -v bwrap >/dev/null || sudo apt-get install -y -q bubblewrap || apt-get install -y -q bubblewrap || true
+
+test: model bwrap
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install bwrap
 	$(PY) -m pytest -q -m "not slow"
 
 demo: model

@@ -64,6 +64,14 @@ def test_skip_unchanged_and_redo_downstream_of_a_change(tmp_path) -> None:
     assert json.loads((out / "03-sum" / "stage.json").read_text())["status"] == "done"
 
 
+def test_a_failing_stage_records_its_error(tmp_path) -> None:
+    recipe = _recipe(tmp_path, "stages:\n  - name: sum\n    kind: test_use\n    config: {a: 1}\n")
+    with pytest.raises(KeyError):
+        run_recipe(recipe, tmp_path / "run", log=lambda s: None)
+    meta = json.loads((tmp_path / "run" / "01-sum" / "stage.json").read_text())
+    assert meta["status"] == "failed" and meta["error"] == "KeyError: 'b'"
+
+
 def test_interrupted_stage_resumes_and_finishes_the_same(tmp_path) -> None:
     CALLS.clear()
     recipe = _recipe(tmp_path, RECIPE.replace("config: {x: 5}", "config: {x: 5, crash: true}"))

@@ -35,7 +35,8 @@ def _exact(expression: str) -> Fraction:
 # --- registry -------------------------------------------------------------------------------
 
 def test_registry_lists_and_builds_tasks() -> None:
-    assert list(TASKS) == ["arithmetic", "countdown", "gsm8k", "math500", "jsonl"]
+    assert list(TASKS) == ["arithmetic", "countdown", "gsm8k", "math500", "jsonl", "humaneval", "code_jsonl",
+                           "codegen"]
     assert all(get_task(name).name == name for name in TASKS)
     with pytest.raises(TaskError, match="valid tasks: arithmetic, countdown"):
         get_task("nope")
@@ -142,7 +143,7 @@ def test_countdown_verifier(answer: str, correct: bool) -> None:
 
 
 def test_self_check_reads_what_the_problem_states() -> None:
-    assert [name for name, cls in TASKS.items() if cls.has_self_check] == ["countdown"]
+    assert [name for name, cls in TASKS.items() if cls.has_self_check] == ["countdown", "code_jsonl", "codegen"]
     task, text = get_task("countdown"), "<answer>30 - (100 - 93)</answer>"
     p = Problem(id="c", question="", answer="23", meta={"numbers": [30, 100, 93], "target": 23})
     assert task.self_check(p, text) and task.self_check(dataclasses.replace(p, answer=""), text)

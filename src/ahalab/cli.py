@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "ahalab.sft.commands",
     "ahalab.pipeline",
     "ahalab.report",
+    "ahalab.inventory",
 ]
 
 
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ahalab",
         description="Build and improve reasoning language models: evaluate, scale inference-time compute, "
         "train with RL (R1-Zero), SFT+RL (R1) and distillation. Every run writes a run directory "
-        "(config.yaml, metrics.jsonl, samples.jsonl, summary.json, report.md, plots).",
+        "(config.yaml, metrics.jsonl, samples.jsonl, summary.json, report.md, plots, log.txt); `ahalab runs` "
+        "lists them.",
     )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the engines' and libraries' logs (vLLM, transformers, torch); default: errors only "

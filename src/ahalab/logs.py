@@ -45,3 +45,54 @@ def configure(verbose: bool = False) -> str:
         for category in (FutureWarning, DeprecationWarning):
             warnings.filterwarnings("ignore", category=category)
     return lib
+
+
+# Library loggers whose records also go to a run's log.txt; ahalab's own and any that do not propagate to root.
+LIBRARIES = ("ahalab", "transformers", "vllm", "huggingface_hub", "peft", "datasets", "accelerate")  # not torch:
+# torch._logging re-installs its handlers lazily, and its INFO lines would reach the terminal
+_file_handler: logging.Handler | None = None
+
+
+def file_level() -> str:
+    """The level of a run's log.txt: INFO, or lower when ``AHALAB_LOG_LEVEL`` asks for it."""
+    lib = level()
+    return lib if LEVELS.index(lib) < LEVELS.index("INFO") else "INFO"
+
+
+def log_to_file(path: str | os.PathLike[str]) -> logging.Handler:
+    """Send the full logs (ahalab's and the libraries', at ``file_level``) to ``path`` from now on, while the
+    terminal keeps the configured level; a later call moves the file to another run. transformers is configured
+    here (its logger is otherwise reset when it first logs); a vLLM imported later sets its own logger's level, so
+    its INFO lines reach the file only with ``--verbose`` or when it was imported first."""
+    global _file_handler
+    try:
+        import transformers.utils.logging as hf_logging
+
+        hf_logging.get_logger()  # configures transformers' logger and handler now, not after ours
+    except ImportError:
+        pass
+    lib, full = level(), file_level()
+    if _file_handler is not None:
+        for name in ("", *LIBRARIES):
+            logging.getLogger(name).removeHandler(_file_handler)
+        _file_handler.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(full)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    if not root.handlers:  # stands in for Python's last-resort handler (WARNING), which the file handler would silence
+        terminal = logging.StreamHandler()
+        terminal.setLevel(min(getattr(logging, lib), logging.WARNING))
+        root.addHandler(terminal)
+    root.addHandler(handler)
+    for name in LIBRARIES:
+        logger = logging.getLogger(name)
+        terminal_level = logger.getEffectiveLevel()
+        for h in logger.handlers:  # a library's own terminal handler keeps the level the terminal had
+            if h.level == logging.NOTSET:
+                h.setLevel(terminal_level)
+        logger.setLevel(min(terminal_level, getattr(logging, full)))
+        if not logger.propagate:
+            logger.addHandler(handler)
+    _file_handler = handler
+    return handler

@@ -252,7 +252,11 @@ def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | Non
         log(f"== stage {p.stage.name} ({p.stage.kind})")
         t = time.perf_counter()
         kind = STAGE_KINDS[p.stage.kind]
-        outputs = kind.run(kind.build_config(config, p.dir), p.dir, p.state == "resume")
+        try:
+            outputs = kind.run(kind.build_config(config, p.dir), p.dir, p.state == "resume")
+        except Exception as e:  # recorded for `ahalab runs`; a kill leaves "running"
+            atomic_write_json(p.dir / "stage.json", {**meta, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+            raise
         missing = set(kind.outputs) - set(outputs)
         if missing:
             raise RuntimeError(f"stage kind '{p.stage.kind}' did not produce {', '.join(sorted(missing))}")

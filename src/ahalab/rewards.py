@@ -184,3 +184,21 @@ def overlong(completions: list, completion_ids: list[list[int]], *, max_tokens: 
     """DAPO's soft overlong punishment: 0 up to ``max_tokens - cache`` tokens, then a linear ramp to -1."""
     start = max_tokens - cache
     return [0.0 if len(ids) <= start else max(-1.0, (start - len(ids)) / cache) for ids in completion_ids]
+
+
+def _code_scores(completions: list, problem: list) -> list[float]:
+    from ahalab.tasks.code import extract_code, run_problems
+
+    return run_problems([(p, extract_code(c)) for c, p in zip(contents(completions), problem)])
+
+
+@register
+def code_tests_fraction(completions: list, problem: list, **_: Any) -> list[float | None]:
+    """Share of a code problem's hidden tests the completion's program passes (sandboxed, in parallel)."""
+    return list(_code_scores(completions, problem))
+
+
+@register
+def code_all_pass(completions: list, problem: list, **_: Any) -> list[float | None]:
+    """1.0 when the completion's program passes every hidden test of its code problem, else 0.0."""
+    return [float(s >= 1.0) for s in _code_scores(completions, problem)]

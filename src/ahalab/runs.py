@@ -116,7 +116,7 @@ def content_digest(path: Path) -> str:
 
 
 class RunDir:
-    """One run's directory: config.yaml, metrics.jsonl, samples.jsonl, summary.json, report.md, plots."""
+    """One run's directory: config.yaml, metrics.jsonl, samples.jsonl, summary.json, report.md, plots, log.txt."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -124,10 +124,14 @@ class RunDir:
 
     @classmethod
     def create(cls, out: str | None, kind: str, config: dict[str, Any] | None = None) -> RunDir:
-        """Make ``out`` (or ``runs/<kind>-<timestamp>``) and write the resolved config into it (if given)."""
+        """Make ``out`` (or ``runs/<kind>-<timestamp>``), send the full logs to its log.txt from now on, and write
+        the resolved config into it (if given)."""
+        from ahalab.logs import log_to_file
+
         if out is None:
             out = os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
         run = cls(out)
+        log_to_file(run.file("log.txt"))
         if config is not None:
             run.write_config(config)
         return run

@@ -10,7 +10,7 @@ DATA_EPILOG = """examples:
   ahalab data --task gsm8k --data ../shared/data/gsm8k_train.jsonl --teacher openai \\
       --base-url http://127.0.0.1:8000/v1 --teacher-model deepseek-r1 --samples 4 filters.format=1.0
 
-Keys: ahalab/data/build.py: DataConfig. Teachers: program (arithmetic, countdown), openai (any
+Keys: ahalab/data/build.py: DataConfig. Teachers: program (arithmetic, countdown, codegen), openai (any
 OpenAI-compatible endpoint; key from $OPENAI_API_KEY), engine (a local model; default: the student).
 The teacher cache traces.jsonl makes a killed job resume where it stopped.
 """

@@ -9,6 +9,7 @@
   to the target, a short note on each dead end, then the move that works (Stream-of-Search, but
   bounded). ``max_dead_ends=0`` writes only the winning line (the shortcut); ``min_dead_ends`` adds
   dead ends, taken from the ranked moves, where the best-ranked move happens to work at once.
+* ``CodegenTeacher`` states the plan of a ``codegen`` problem and gives its reference function.
 
 Every trace is ``<think>\\n...\\n</think>\\n<answer>...</answer>`` and checks with the task verifier.
 Traces are deterministic: the sample index does not change them.
@@ -452,4 +453,23 @@ def _reachable_values(values: tuple[Fraction, ...], goal: Fraction) -> bool:
     return solve_countdown(list(values), goal) is not None  # exact over Fractions too
 
 
-PROGRAM_TEACHERS = {"arithmetic": ArithmeticTeacher, "countdown": CountdownTeacher}
+class CodegenTeacher(ProgramTeacher):
+    """Codegen problems: a short plan from the problem's spec, then its reference function in a ```python block."""
+
+    SETTINGS = ()
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or "program:codegen"
+
+    def solve(self, problem: Problem) -> str:
+        solution, plan, entry = (problem.meta.get(k) for k in ("solution", "plan", "entry_point"))
+        if not (solution and plan and entry):
+            raise UnsolvableError("codegen problems need meta 'solution', 'plan' and 'entry_point'")
+        examples = problem.meta.get("visible_tests") or []
+        lines = [f"The function {entry} {plan}.",
+                 "Plan: handle the simplest case first, then build the result step by step."]
+        lines += [f"Check against the example: {t.removeprefix('assert ')}." for t in examples[:1]]
+        return think_answer("\n".join(lines), f"\n```python\n{solution}```\n")
+
+
+PROGRAM_TEACHERS = {"arithmetic": ArithmeticTeacher, "countdown": CountdownTeacher, "codegen": CodegenTeacher}

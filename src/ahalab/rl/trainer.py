@@ -50,6 +50,7 @@ def train_zero(cfg: ZeroConfig, run: RunDir, resume: bool = False, allow_config_
 class ZeroTrainer(Trainer):
     """GRPO on one model with rule rewards; ``train()`` runs (or, with ``resume``, continues) the run in ``run``."""
 
+    METHOD = "grpo"
     cfg: ZeroConfig
 
     def __init__(self, cfg: ZeroConfig, run: RunDir, resume: bool = False, allow_config_change: bool = False) -> None:
@@ -93,7 +94,7 @@ class ZeroTrainer(Trainer):
 
     def start(self) -> None:
         if self.cfg.eval.every and self.cfg.eval.at_start:
-            self.run.log_metrics(0, **self.evaluate())
+            self.record(0, self.evaluate())
 
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -279,8 +280,12 @@ class ZeroTrainer(Trainer):
             "median_step_s": statistics.median(r["time_step_s"] for r in trained) if trained else None,
             "train_time_s": sum(r["time_step_s"] for r in trained),
             "checkpoint": str(latest_checkpoint(self.run.path)),
-            "trained_model": str(self.save_model()),
         }
+        held_out = {"eval_accuracy_start": summary["eval_accuracy_start"],
+                    "eval_accuracy": summary["eval_accuracy_end"], "eval_format_rate": summary["eval_format_rate_end"],
+                    "eval_problems": len(self.eval_problems)}
+        summary["trained_model"] = str(self.save_model({k: v for k, v in held_out.items() if v is not None}
+                                                       if evals else None))
         self.run.write_json("summary.json", summary)
         write_plots(self.run, rows)
         write_report(self.run, dataclasses.asdict(self.cfg), rows, summary)

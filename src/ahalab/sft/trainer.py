@@ -23,6 +23,7 @@ from ahalab.runs import RunDir
 from ahalab.sft.collate import Example, MicroBatch, completion_nll, pack, pad_batches, split_shared_prefix, tokenize_row
 from ahalab.sft.config import SFTConfig
 from ahalab.sft.data import load_rows
+from ahalab.training.card import write_model_card
 from ahalab.training.data_order import DataOrder
 from ahalab.training.loop import Trainer
 
@@ -37,6 +38,7 @@ def load_examples(files: list[str], tokenizer: Any, max_seq_len: int) -> tuple[l
 class SFTTrainer(Trainer):
     """``train()`` runs (or, with ``resume``, continues) the SFT run in ``run``."""
 
+    METHOD = "sft"
     cfg: SFTConfig
 
     def __init__(self, cfg: SFTConfig, run: RunDir, resume: bool = False, allow_config_change: bool = False) -> None:
@@ -109,6 +111,10 @@ class SFTTrainer(Trainer):
                       xlabel="step", ylabel="mean NLL per trained token", title="SFT loss")
         del self.model, self.optimizer  # free memory before the eval engine loads
         summary["eval"] = evaluate_model(str(model_dir), self.cfg.evals, self.run)
+        if summary["eval"]:
+            write_model_card(model_dir, self.METHOD, dataclasses.asdict(self.cfg),
+                             {f"{name} accuracy ({r['problems']} problems)": r["accuracy"]
+                              for name, r in summary["eval"].items()})
         self.run.write_json("summary.json", summary)
         write_report(self.run, dataclasses.asdict(self.cfg), summary)
         return summary

@@ -5,12 +5,13 @@ from typing import Any
 
 from ahalab.tasks.arithmetic import ArithmeticTask
 from ahalab.tasks.base import Task, TaskError
+from ahalab.tasks.code import CodegenTask, CodeJsonlTask, HumanEvalTask
 from ahalab.tasks.countdown import CountdownTask
 from ahalab.tasks.jsonl_task import JsonlTask
 from ahalab.tasks.math_tasks import Gsm8kTask, Math500Task
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ArithmeticTask, CountdownTask, Gsm8kTask, Math500Task,
-                                                          JsonlTask)}
+                                                          JsonlTask, HumanEvalTask, CodeJsonlTask, CodegenTask)}
 
 
 def get_task(name: str, **options: Any) -> Task:

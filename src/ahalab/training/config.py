@@ -1,7 +1,7 @@
 """The settings every trainer shares (GRPO and SFT): model, optimiser, schedule, precision, LoRA, checkpoints."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ahalab.config import Config
@@ -29,10 +29,16 @@ class TrainingConfig(Config):
     checkpoint_every: int = 10  # steps; the last step always checkpoints (unless keep_checkpoints is 0)
     keep_checkpoints: int = 2  # newest checkpoints kept; 0: write none (a resume starts over)
     out: str | None = None
+    report_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, wandb, mlflow, trackio
+    #                           (none: no tracker); each metrics row goes to them too (ahalab.training.trackers)
 
-    NEUTRAL: ClassVar[frozenset[str]] = frozenset({"out", "threads", "checkpoint_every", "keep_checkpoints"})
+    NEUTRAL: ClassVar[frozenset[str]] = frozenset({"out", "threads", "checkpoint_every", "keep_checkpoints",
+                                                   "report_to"})
 
     def validate(self) -> None:
+        from ahalab.training.trackers import check_report_to
+
+        check_report_to(self.report_to)
         if self.micro_batch_tokens < 1:
             raise UserError(f"micro_batch_tokens must be >= 1 (got {self.micro_batch_tokens})")
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "lora_r"):

@@ -7,9 +7,9 @@
 Set-up: torch threads, seed, device, bf16 autocast, the model from its base or the last checkpoint
 (LoRA adapters attached or restored), AdamW. Each step, a subclass's ``train_step`` builds its batch
 and loss, calls ``set_lr(step)`` and ``optimizer_step(step, loss)`` (gradient clipping and the NaN/inf
-guard), and returns its metrics. Resume restores optimiser, RNG and data position from the last
-checkpoint, refuses a config change that would alter results (unless allowed), and drops metric and
-sample rows logged after that checkpoint (they are redone).
+guard), and returns its metrics (to metrics.jsonl and the ``report_to`` trackers). Resume restores optimiser,
+RNG and data position from the last checkpoint, refuses a config change that would alter results (unless
+allowed), and drops metric and sample rows logged after that checkpoint (they are redone).
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ from ahalab.config import changed_settings, to_dict
 from ahalab.errors import UserError
 from ahalab.precision import use_bf16
 from ahalab.runs import RunDir, read_jsonl
+from ahalab.training.card import write_model_card
 from ahalab.training.checkpoint import checkpoint_config, latest_checkpoint, load_state, save_checkpoint
 from ahalab.training.config import TrainingConfig
 from ahalab.training.data_order import DataOrder
 from ahalab.training.schedule import lr_at
+from ahalab.training.trackers import Trackers
 
 LOGGED = ("metrics.jsonl", "samples.jsonl")  # per-step files a resume trims back to the checkpoint
 
@@ -44,8 +46,10 @@ class Trainer(ABC):
     ``DataOrder``) and ``self.total_steps``, then ``self.resume()``.
     """
 
+    METHOD: str  # what the model card calls the training method (grpo, sft)
     order: DataOrder
     total_steps: int
+    trackers: Trackers
 
     def __init__(self, cfg: TrainingConfig, run: RunDir, resume: bool = False,
                  allow_config_change: bool = False) -> None:
@@ -102,7 +106,7 @@ class Trainer(ABC):
     # --- the loop -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Hook: runs once before the first step of a run (not when resuming past it)."""
+        """Hook: runs once before the first step of a run (not when resuming past it); may ``record`` a step-0 row."""
 
     @abstractmethod
     def train_step(self, step: int) -> dict[str, Any]:
@@ -115,21 +119,30 @@ class Trainer(ABC):
     def finish(self) -> dict[str, Any]:
         """After the last step: save the model, write summary and report; returns the summary."""
 
+    def record(self, step: int, metrics: dict[str, Any]) -> None:
+        """A metrics row: to metrics.jsonl and the trackers of ``report_to``."""
+        self.run.log_metrics(step, **metrics)
+        self.trackers.log(step, metrics)
+
     def train(self) -> dict[str, Any]:
         """Run (or continue) to ``total_steps``; returns the summary."""
-        if self.step == 0:
-            self.start()
-        while self.step < self.total_steps:
-            step = self.step + 1
-            metrics = self.train_step(step)
-            self.run.log_metrics(step, **metrics)
-            self.log(step, metrics)
-            self.step = step
-            every = self.cfg.checkpoint_every
-            if self.cfg.keep_checkpoints and (step == self.total_steps or (every and step % every == 0)):
-                save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.order.position,
-                                self.cfg.keep_checkpoints, to_dict(self.cfg))
-        return self.finish()
+        self.trackers = Trackers(self.cfg.report_to, self.run.path, to_dict(self.cfg))
+        try:
+            if self.step == 0:
+                self.start()
+            while self.step < self.total_steps:
+                step = self.step + 1
+                metrics = self.train_step(step)
+                self.record(step, metrics)
+                self.log(step, metrics)
+                self.step = step
+                every = self.cfg.checkpoint_every
+                if self.cfg.keep_checkpoints and (step == self.total_steps or (every and step % every == 0)):
+                    save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer,
+                                    self.order.position, self.cfg.keep_checkpoints, to_dict(self.cfg))
+            return self.finish()
+        finally:
+            self.trackers.close()
 
     # --- pieces of a step -----------------------------------------------------------------------------
 
@@ -153,8 +166,11 @@ class Trainer(ABC):
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
-    def save_model(self) -> Path:
-        """The trained model as a plain HF directory (LoRA merged), for engines and evaluation."""
+    def save_model(self, results: dict[str, Any] | None = None) -> Path:
+        """The trained model as a plain HF directory (LoRA merged), for engines and evaluation, with its model
+        card (README.md; ``results``: held-out metric -> value)."""
         from ahalab.models import save_model
 
-        return save_model(self.model, self.tokenizer, self.run.file("model"))
+        path = save_model(self.model, self.tokenizer, self.run.file("model"))
+        write_model_card(path, self.METHOD, to_dict(self.cfg), results)
+        return path

@@ -1,0 +1,34 @@
+"""Every run directory gets log.txt: the libraries' INFO lines the quiet terminal did not show."""
+from __future__ import annotations
+
+import logging
+
+from ahalab.logs import configure
+from ahalab.runs import RunDir
+
+
+def test_log_txt_holds_library_info_the_terminal_did_not_show(tmp_path, monkeypatch, capfd) -> None:
+    for name in ("AHALAB_LOG_LEVEL", "TRANSFORMERS_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)
+    configure()
+    import transformers.utils.logging as hf_logging
+
+    run = RunDir.create(str(tmp_path / "run"), "eval")
+    hf_logging.get_logger("transformers.modeling_utils").info("loading weights file model.safetensors")
+    logging.getLogger("ahalab.test").info("ahalab line")
+    hf_logging.get_logger("transformers").error("an error the terminal shows")
+    text = run.file("log.txt").read_text()
+    assert "INFO transformers.modeling_utils: loading weights file model.safetensors" in text
+    assert "ahalab line" in text and "an error the terminal shows" in text
+    printed = capfd.readouterr()
+    assert "loading weights" not in printed.out + printed.err and "ahalab line" not in printed.out + printed.err
+    file_handler = logging.getLogger().handlers[-1]
+    terminal = [h for name in ("", "transformers") for h in logging.getLogger(name).handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                and type(h).__module__ == "logging"]  # (not pytest's capture handlers)
+    assert terminal and all(h.level > logging.INFO for h in terminal)  # the terminal keeps its level
+    assert isinstance(file_handler, logging.FileHandler) and file_handler.level == logging.INFO
+    second = RunDir.create(str(tmp_path / "next"), "eval")  # the next run's file takes over
+    logging.getLogger("ahalab.test").info("second run")
+    assert "second run" not in run.file("log.txt").read_text()
+    assert "second run" in second.file("log.txt").read_text()

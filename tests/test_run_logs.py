@@ -32,3 +32,27 @@ def test_log_txt_holds_library_info_the_terminal_did_not_show(tmp_path, monkeypa
     logging.getLogger("ahalab.test").info("second run")
     assert "second run" not in run.file("log.txt").read_text()
     assert "second run" in second.file("log.txt").read_text()
+
+
+def test_a_library_that_reconfigures_its_logger_is_routed_again(tmp_path, monkeypatch, capfd) -> None:
+    """vLLM sets up its own non-propagating logger at import: ``route`` sends it to log.txt, terminal quiet."""
+    from ahalab.logs import route
+
+    monkeypatch.delenv("AHALAB_LOG_LEVEL", raising=False)
+    configure()
+    run = RunDir.create(str(tmp_path / "run"), "zero")
+    lib = logging.getLogger("vllm")
+    own = logging.StreamHandler()
+    saved = lib.handlers[:], lib.propagate, lib.level
+    try:
+        lib.handlers[:] = [own]  # what vLLM's dictConfig leaves: its own handler, no propagation, level ERROR
+        lib.propagate = False
+        lib.setLevel(logging.ERROR)
+        route("vllm")
+        lib.info("Automatically detected platform cpu.")
+        assert "INFO vllm: Automatically detected platform cpu." in run.file("log.txt").read_text()
+        printed = capfd.readouterr()
+        assert "Automatically detected" not in printed.out + printed.err
+    finally:
+        lib.handlers[:], lib.propagate = saved[0], saved[1]
+        lib.setLevel(saved[2])

@@ -63,7 +63,7 @@ def log_to_file(path: str | os.PathLike[str]) -> logging.Handler:
     """Send the full logs (ahalab's and the libraries', at ``file_level``) to ``path`` from now on, while the
     terminal keeps the configured level; a later call moves the file to another run. transformers is configured
     here (its logger is otherwise reset when it first logs); a vLLM imported later sets its own logger's level, so
-    its INFO lines reach the file only with ``--verbose`` or when it was imported first."""
+    the engine calls ``route`` after importing it."""
     global _file_handler
     try:
         import transformers.utils.logging as hf_logging
@@ -85,14 +85,22 @@ def log_to_file(path: str | os.PathLike[str]) -> logging.Handler:
         terminal.setLevel(min(getattr(logging, lib), logging.WARNING))
         root.addHandler(terminal)
     root.addHandler(handler)
-    for name in LIBRARIES:
-        logger = logging.getLogger(name)
-        terminal_level = logger.getEffectiveLevel()
-        for h in logger.handlers:  # a library's own terminal handler keeps the level the terminal had
-            if h.level == logging.NOTSET:
-                h.setLevel(terminal_level)
-        logger.setLevel(min(terminal_level, getattr(logging, full)))
-        if not logger.propagate:
-            logger.addHandler(handler)
     _file_handler = handler
+    for name in LIBRARIES:
+        route(name)
     return handler
+
+
+def route(name: str) -> None:
+    """Send library ``name``'s records to the run's log.txt too (at ``file_level``) while its own terminal
+    handlers keep the terminal's level; call again after a library re-configures its logger (vLLM at import)."""
+    if _file_handler is None:
+        return
+    logger = logging.getLogger(name)
+    terminal_level = logger.getEffectiveLevel()
+    for h in logger.handlers:  # a library's own terminal handler keeps the level the terminal had
+        if h is not _file_handler and h.level == logging.NOTSET:
+            h.setLevel(terminal_level)
+    logger.setLevel(min(terminal_level, getattr(logging, file_level())))
+    if not logger.propagate and _file_handler not in logger.handlers:
+        logger.addHandler(_file_handler)

@@ -48,6 +48,10 @@ class VLLMEngine(Engine):
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        from ahalab import logs
+
+        logs.route("vllm")  # vLLM configured its logger at import: its records go to the run's log.txt too
+
         if dtype == "auto":
             dtype = auto_dtype("cpu" if current_platform.is_cpu() else "cuda")
         self.dtype = torch_dtype(dtype)

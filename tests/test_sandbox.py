@@ -108,3 +108,9 @@ def test_harness_tricks_do_not_pass(kind, program) -> None:
 def test_run_many_keeps_order(kind) -> None:
     jobs = [(GOOD, TESTS), ("def add(a, b):\n    return -7\n", TESTS), ("raise ValueError", TESTS)] * 2
     assert [r.status for r in run_many(jobs, FAST, workers=3)] == ["passed", "failed", "error"] * 2
+
+
+def test_many_short_sandboxes_side_by_side_all_start() -> None:
+    """Sandboxes started back to back share nobody's process limit: none may fail to start (bwrap EAGAIN)."""
+    results = run_many([("def f(x):\n    return x + 1\n", ["assert f(1) == 2"])] * 80, workers=2)
+    assert [r.status for r in results] == ["passed"] * 80

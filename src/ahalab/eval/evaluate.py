@@ -95,9 +95,10 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None, tag: str = "eval") -
 
     cfg.validate()
     task, problems = cfg.load_problems()
+    run_dir = RunDir.create(cfg.out, tag)  # before the engine starts: its start-up logs go to log.txt
     with engine_or_new(engine, cfg.engine_maker()) as used:
         cfg = cfg.resolved(used.name)
-        run_dir = RunDir.create(cfg.out, tag, to_dict(cfg))
+        run_dir.write_config(to_dict(cfg))
         result = evaluate(used, task, problems, fmt=cfg.format, samples=cfg.samples, temperature=cfg.temperature,
                           top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)
     run_dir.write_text("samples.jsonl", "".join(json.dumps(r) + "\n" for r in result.records))

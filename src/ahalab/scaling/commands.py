@@ -79,9 +79,10 @@ def run_scale(cfg: ScaleConfig, engine: Engine | None = None) -> tuple[RunDir, s
 
     cfg.validate()
     task, problems = cfg.load_problems()
+    run_dir = RunDir.create(cfg.out, f"scale-{cfg.strategy}")  # before the engine: its start-up logs go to log.txt
     with engine_or_new(engine, cfg.engine_maker()) as used:
         cfg = dataclasses.replace(cfg, engine=used.name)
-        run_dir = RunDir.create(cfg.out, f"scale-{cfg.strategy}", to_dict(cfg))
+        run_dir.write_config(to_dict(cfg))
         run_dir.file("samples.jsonl").unlink(missing_ok=True)  # this run's samples only
         runner = {SweepConfig: run_sweep, RouteConfig: run_route}.get(type(cfg), run_budgets)
         result = runner(cfg, used, task, problems, run_dir)

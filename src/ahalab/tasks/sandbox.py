@@ -30,9 +30,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import IO
 from pathlib import Path
 
 NOBODY = 65534
@@ -176,9 +178,27 @@ def _preexec(limits: Limits, nproc: int) -> None:
 
 
 def _spawn(cmd: list[str], stdin: bytes, cwd: str, limits: Limits) -> tuple[bytes, bool]:
-    """Run ``cmd`` feeding ``stdin``; (at most ``output_bytes`` of stdout, timed out). Kills its process group."""
+    """Run ``cmd`` feeding ``stdin``; (at most ``output_bytes`` of stdout, timed out). Kills its process group.
+
+    Retries (with backoff) when bubblewrap itself could not fork or make a namespace: sandboxes run side by
+    side share ``nobody``'s process limit, and a torn-down sandbox's processes count against it briefly."""
+    for attempt in range(_START_RETRIES):
+        with tempfile.TemporaryFile() as err:  # bwrap's own messages (the harness sends the program's to /dev/null)
+            out, timed_out = _spawn_once(cmd, stdin, cwd, limits, err)
+            err.seek(0)
+            head = err.read(4096)
+        if out or timed_out or not (head.startswith(b"bwrap: ") and b"temporarily unavailable" in head):
+            break
+        time.sleep(0.05 * 2 ** attempt)
+    return out, timed_out
+
+
+_START_RETRIES = 6
+
+
+def _spawn_once(cmd: list[str], stdin: bytes, cwd: str, limits: Limits, err: IO[bytes]) -> tuple[bytes, bool]:
     nproc = limits.processes + (0 if os.getuid() == 0 else _user_processes(os.getuid()))
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                             cwd=cwd, env={"PATH": "/usr/bin:/bin"}, start_new_session=True,
                             preexec_fn=functools.partial(_preexec, limits, nproc))
     chunks: list[bytes] = []

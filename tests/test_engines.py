@@ -210,3 +210,25 @@ def test_engine_or_new_closes_only_what_it_made_even_on_errors() -> None:
         assert used is made[0]
         raise RuntimeError("a failing evaluation")
     assert made[0].closed
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_float32_checkpoint_loads_into_bfloat16_engine_without_per_weight_warnings(tiny_model, prompts, tmp_path,
+                                                                                    monkeypatch) -> None:
+    """vLLM narrows a float32 checkpoint into bfloat16 parameters with a warning per weight; the engine casts first.
+    Same weights as a checkpoint stored in bfloat16, so the same greedy tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vllm.model_executor.models import utils
+
+    stored_bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).save_pretrained(stored_bf16)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(stored_bf16)
+    warnings: list[str] = []
+    monkeypatch.setattr(utils.logger, "warning", lambda msg, *args: warnings.append(msg % args))
+    options = {"dtype": "bfloat16", "max_model_len": 512, "kv_cache_gib": 0.25}
+    with make_engine("vllm", str(stored_bf16), **options) as native:
+        expected = token_ids(native.generate(prompts, max_tokens=8))
+    with make_engine("vllm", tiny_model, **options) as cast:
+        assert token_ids(cast.generate(prompts, max_tokens=8)) == expected
+    assert not [m for m in warnings if m.startswith("Attempted to load weight")]

@@ -137,3 +137,18 @@ def test_choices_are_checked_when_the_config_is_built() -> None:
         load_config(ZeroConfig, None, ["rewards={acuracy: 1.0}"])
     with pytest.raises(UserError, match="unknown prompt format 'r2'"):
         load_config(ZeroConfig, None, ["format=r2"])
+
+
+def test_trainer_threads_leave_a_vllm_bound_process_alone(monkeypatch) -> None:
+    """After vLLM bound the threads (``torch.set_num_threads`` replaced by a warning), the trainer does not call it."""
+    import torch
+
+    from ahalab.training import loop
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    loop._set_threads(torch.get_num_threads() + 1)
+    assert calls == []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    loop._set_threads(3)
+    assert calls == []

@@ -66,12 +66,17 @@ class VLLMEngine(Engine):
             memory = {"kv_cache_memory_bytes": int(kv_cache_gib * GIB)}
         from ahalab.logs import quiet
 
+        # A checkpoint stored wider than the engine's dtype (a float32 model, a bfloat16 engine) is read here and
+        # cast before vLLM sees it: vLLM's own loader would narrow it with a warning per weight.
+        narrowing = _stored_dtype(model_dir).itemsize > self.dtype.itemsize
         self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
                        max_model_len=min(max_model_len, context or max_model_len), block_size=block_size,
-                       use_tqdm_on_load=not quiet(), **memory)
+                       use_tqdm_on_load=not quiet(), load_format="dummy" if narrowing else "auto", **memory)
         self.ignore_eos = ignore_eos
         self.tied_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.weight_names = _checkpoint_names(model_dir)
+        if narrowing:
+            self.load_weights(_checkpoint_tensors(model_dir))
 
     @property
     def tokenizer(self):
@@ -124,6 +129,32 @@ def _completion(output, prompt_token_ids: list[int], logprobs: bool) -> Completi
                       logprobs=[step[t].logprob for step, t in zip(output.logprobs, output.token_ids)]
                       if logprobs else None,
                       prompt_token_ids=prompt_token_ids)
+
+
+def _checkpoint_tensors(model_dir: str) -> Iterable[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every weight in a model directory's safetensors files."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def _stored_dtype(model_dir: str) -> torch.dtype:
+    """The dtype of a model directory's first floating-point weight (float32 if it has none)."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():
+                dtype = f.get_slice(name).get_dtype()
+                if dtype in _SAFETENSORS_FLOATS:
+                    return _SAFETENSORS_FLOATS[dtype]
+    return torch.float32
+
+
+_SAFETENSORS_FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
 def _checkpoint_names(model_dir: str) -> set[str]:

@@ -14,9 +14,11 @@ allowed), and drops metric and sample rows logged after that checkpoint (they ar
 from __future__ import annotations
 
 import json
+import logging
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
+from types import BuiltinFunctionType
 from typing import Any
 
 import torch
@@ -32,11 +34,24 @@ from ahalab.training.data_order import DataOrder
 from ahalab.training.schedule import lr_at
 from ahalab.training.trackers import Trackers
 
+log = logging.getLogger(__name__)
+
 LOGGED = ("metrics.jsonl", "samples.jsonl")  # per-step files a resume trims back to the checkpoint
 
 
 class TrainingError(UserError, RuntimeError):
     """Training cannot go on (a NaN/inf loss or gradient); the message names the last good checkpoint."""
+
+
+def _set_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` unless torch already uses ``n`` threads or a vLLM engine started in this process
+    has bound its OpenMP threads (it replaces the function with one that only warns)."""
+    if torch.get_num_threads() == n:
+        return
+    if not isinstance(torch.set_num_threads, BuiltinFunctionType):
+        log.info("keeping %d torch threads: vLLM bound this process's threads", torch.get_num_threads())
+        return
+    torch.set_num_threads(n)
 
 
 class Trainer(ABC):
@@ -58,7 +73,7 @@ class Trainer(ABC):
         cfg.validate()
         self.cfg, self.run = cfg, run
         if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+            _set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.autocast = use_bf16(cfg.bf16, self.device.type)

@@ -56,3 +56,27 @@ def test_a_library_that_reconfigures_its_logger_is_routed_again(tmp_path, monkey
     finally:
         lib.handlers[:], lib.propagate = saved[0], saved[1]
         lib.setLevel(saved[2])
+
+
+def test_library_warnings_before_their_own_handlers_exist_stay_off_the_terminal(tmp_path, monkeypatch, capfd) -> None:
+    """vLLM warns at import ("Triton is installed, but ...") before it installs its handler: the record reaches
+    the root's terminal handler, which shows ahalab's and user code's warnings but a library's only at its level."""
+    import ahalab.logs as logs
+
+    monkeypatch.delenv("AHALAB_LOG_LEVEL", raising=False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(logs, "_file_handler", None)
+    configure()
+    run = RunDir.create(str(tmp_path / "run"), "eval")
+    try:
+        logging.getLogger("peft.tuners").warning("a library warning at import")
+        logging.getLogger("ahalab.test").warning("an ahalab warning")
+        logging.getLogger("user_code").warning("a user warning")
+        err = capfd.readouterr().err
+        assert "a library warning" not in err and "an ahalab warning" in err and "a user warning" in err
+        assert "WARNING peft.tuners: a library warning at import" in run.file("log.txt").read_text()
+    finally:
+        for name in ("", *logs.LIBRARIES):
+            logging.getLogger(name).removeHandler(logs._file_handler)
+        logs._file_handler.close()

@@ -83,6 +83,7 @@ def log_to_file(path: str | os.PathLike[str]) -> logging.Handler:
     if not root.handlers:  # stands in for Python's last-resort handler (WARNING), which the file handler would silence
         terminal = logging.StreamHandler()
         terminal.setLevel(min(getattr(logging, lib), logging.WARNING))
+        terminal.addFilter(lambda r: r.name.split(".")[0] not in LIBRARIES[1:] or r.levelno >= getattr(logging, lib))
         root.addHandler(terminal)
     root.addHandler(handler)
     _file_handler = handler

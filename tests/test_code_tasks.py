@@ -99,3 +99,48 @@ def test_codegen_program_teacher_traces_pass_the_tests() -> None:
         text = teacher.solve(p)
         assert text.startswith("<think>\n") and format_exact([text]) == [1.0]
         assert task.is_correct(p, text) and task.self_check(p, text)
+
+
+def test_docstring_examples_become_visible_tests_only_when_they_are_literal_calls() -> None:
+    from ahalab.tasks.code import docstring_examples
+
+    prompt = '''def f(xs, s):
+    """Doubles.
+    >>> f([1, 2], 'a')
+    [2, 4]
+    >>> round(f([1], 'b')[0], 2)
+    2.0
+    >>> f(x, 'a')
+    [1]
+    f([3], "c") ==> [6]
+    f([4], "d") \u279e [8]
+    f([5], 'e') -> 5 + 5
+    >>> f([9], __import__('os').getcwd())
+    [18]
+    >>> g(1)
+    2
+    >>> f([7], 'e')
+    [14]"""
+'''
+    assert docstring_examples(prompt, "f") == [
+        "assert f([1, 2], 'a') == [2, 4]", "assert round(f([1], 'b')[0], 2) == 2.0", "assert f([7], 'e') == [14]",
+        'assert f([3], "c") == [6]', 'assert f([4], "d") == [8]']
+
+
+def test_humaneval_visible_tests_pass_the_reference_and_filter_programs() -> None:
+    """Visible tests from the docstrings: the canonical solutions pass them (HumanEval/47 and /148 show a wrong
+    example of their own), a program that ignores its input fails them, and ``self_check`` runs them."""
+    from ahalab.tasks.code import program_of
+    from ahalab.tasks.sandbox import run_many
+
+    task = get_task("humaneval")
+    problems = task.load()
+    shown = [p for p in problems if p.meta["visible_tests"]]
+    assert len(problems) == 164 and len(shown) == 121
+    sample = shown[:40] + [p for p in shown if p.id in ("HumanEval/47", "HumanEval/148")]
+    results = run_many([(program_of(p, p.answer), p.meta["visible_tests"]) for p in sample])
+    assert {p.id for p, r in zip(sample, results) if r.status != "passed"} == {"HumanEval/47", "HumanEval/148"}
+    first = shown[0]
+    assert task.self_check(first, f"```python\n{first.answer}\n```") is True
+    assert task.self_check(first, "```python\n    return None\n```") is False
+    assert task.self_check(next(p for p in problems if not p.meta["visible_tests"]), "return 1") is None

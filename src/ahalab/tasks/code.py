@@ -13,6 +13,8 @@ Scores are the fraction of tests passed; 1.0 means all pass.
 """
 from __future__ import annotations
 
+import ast
+import doctest
 import gzip
 import json
 import random
@@ -109,11 +111,38 @@ def _humaneval_rows(data: str | None, limit: int | None) -> list[tuple[str, dict
     return rows[:limit]
 
 
+ARROW = r"(?:==>|==|=>|->|\u279e|\u2192|should return|returns)"
+
+
+def docstring_examples(prompt: str, entry_point: str) -> list[str]:
+    """The examples a prompt's docstring shows, as test asserts: ``>>> f(1)`` / ``2`` doctests and lines like
+    ``f(1) ==> 2``. Parsed, never run here: kept only when the call is an expression that calls ``entry_point``
+    and the expected value is a Python literal."""
+    pairs = [(e.source, re.split(r"\"\"\"|'''", e.want)[0]) for e in doctest.DocTestParser().get_examples(prompt)]
+    pattern = rf"^\s*({re.escape(entry_point)}\(.*\))\s*{ARROW}\s*(.+?)\s*$"
+    pairs += [(m.group(1), m.group(2)) for m in re.finditer(pattern, prompt, re.M)]
+    tests = []
+    for source, want in pairs:
+        source, want = source.strip(), want.strip()
+        try:
+            ast.literal_eval(want)
+            calls = [n for n in ast.walk(ast.parse(source, mode="eval"))
+                     if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == entry_point]
+            for arg in (a for call in calls for a in call.args):
+                ast.literal_eval(arg)  # `is_happy(a)`: prose, not a test
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            continue
+        if calls:
+            tests.append(f"assert {source} == {want}")
+    return list(dict.fromkeys(tests))
+
+
 class HumanEvalTask(CodeTask):
-    """HumanEval (Chen et al. 2021): complete the function; graded by the problem's ``check``."""
+    """HumanEval (Chen et al. 2021): complete the function; graded by the problem's ``check``. The docstring's
+    examples are its visible tests (``self_check``): 121 of the 164 problems show some; two of them (47, 148)
+    show an example that the reference solution fails (HumanEval's own docstrings)."""
 
     name = "humaneval"
-    has_self_check = False  # its prompts show examples only as docstring prose, not as runnable tests
 
     def load(self, data: str | None = None, limit: int | None = None, seed: int = 0) -> list[Problem]:
         """The first ``limit`` problems (``seed`` unused)."""
@@ -123,7 +152,8 @@ class HumanEvalTask(CodeTask):
             test = field(row, "test") + f"\ncheck({entry})\n"
             problems.append(Problem(id=field(row, "task_id"), question=prompt,
                                     answer=row[1].get("canonical_solution", "") or "",
-                                    meta={"prefix": prompt, "tests": [test], "visible_tests": [],
+                                    meta={"prefix": prompt, "tests": [test],
+                                          "visible_tests": docstring_examples(prompt, entry),
                                           "entry_point": entry}))
         return problems
 

@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/cpu-constraints.txt
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install model bwrap test test-fast demo bench clean
+.PHONY: install model bwrap browser test test-fast demo bench clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,15 @@ model: install
 bwrap:
 	command -v bwrap >/dev/null || sudo apt-get install -y -q bubblewrap || apt-get install -y -q bubblewrap || true
 
-test: model bwrap
+# The trace viewer's browser test (tests/test_view.py) drives Debian's Chromium headless through Playwright.
+browser:
+	command -v chromium >/dev/null || sudo apt-get install -y -q chromium || apt-get install -y -q chromium \
+		|| { apt-get update -q && apt-get install -y -q chromium; } || true
+
+test: model bwrap browser
 	$(PY) -m pytest -q
 
-test-fast: install bwrap
+test-fast: install bwrap browser
 	$(PY) -m pytest -q -m "not slow"
 
 demo: model

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "ahalab.pipeline",
     "ahalab.report",
     "ahalab.inventory",
+    "ahalab.view",
 ]
 
 

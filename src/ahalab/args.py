@@ -31,6 +31,18 @@ def add_resume_args(p: argparse.ArgumentParser) -> None:
                    "checkpoint's")
 
 
+def add_hub_args(p: argparse.ArgumentParser, id_key: str = "hub_model_id",
+                 what: str = "model/ (with its card)") -> None:
+    """--push-to-hub, --hub-model-id (or ``id_key``) and --hub-private-repo (see ahalab.training.hub)."""
+    p.add_argument("--push-to-hub", dest="push_to_hub", action="store_true", default=None,
+                   help=f"at the end, upload {what} to the Hugging Face hub (token: $HF_TOKEN or `hf auth login`); "
+                   "a failed push keeps the run, is recorded in summary.json and exits non-zero")
+    p.add_argument(f"--{id_key.replace('_', '-')}", dest=id_key, metavar="REPO_ID",
+                   help="hub repo: name (your namespace) or owner/name (default: the run directory's name)")
+    p.add_argument("--hub-private-repo", dest="hub_private_repo", action="store_true", default=None,
+                   help="create the hub repo private")
+
+
 def explicit_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The CLI flags the user actually gave (None means not given); global flags like --verbose are not config."""
     ignore = {"func", "command", "verbose", "config", "overrides", "resume", "allow_config_change", *skip}

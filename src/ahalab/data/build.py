@@ -9,11 +9,13 @@ after generation, and no teacher call is wasted on them). Outputs in the dataset
     shortcut.jsonl          their shortcut counterparts, same problems, same count
     shortcut_tokens.jsonl   shortcut traces of more problems, as many assistant tokens as journey.jsonl
     decontamination.json    what was removed and why;  summary.json  counts;  README.md  the card
+
+With ``push_to_hub`` the directory then goes to the hub as a dataset repo (``ahalab.training.hub``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ahalab.config import Config, to_dict
 from ahalab.data.dataset import (completion_of, count_tokens, make_row, reasoning_of, render_card, take_token_budget,
@@ -24,9 +26,11 @@ from ahalab.data.journey import journeys_from_samples, journeys_from_search
 from ahalab.engines import EngineName
 from ahalab.errors import UserError
 from ahalab.runs import RunDir
+from ahalab.training.hub import HUB_KEYS, check_hub, push_run
 
 Journey = Literal["samples", "search"]
 TeacherKind = Literal["program", "openai", "engine"]
+NOT_PUSHED = ("log.txt", "stage.json")  # this machine's logs; a recipe stage's own record
 
 
 @dataclass
@@ -58,6 +62,13 @@ class DataConfig(Config):
     ngram: int = 8
     overlap: float = 0.5
     out: str | None = None
+    # the hub (see ahalab.training.hub; token: $HF_TOKEN or `hf auth login`)
+    push_to_hub: bool = False  # at the end, upload the dataset directory (card included; not log.txt) to the hub; a
+    #                           failed push keeps the data, is recorded in summary.json and exits non-zero
+    hub_dataset_id: str | None = None  # "name" (your namespace) or "owner/name"; None: the directory's name
+    hub_private_repo: bool | None = None  # create the repo private; None: the namespace's default
+
+    NEUTRAL: ClassVar[frozenset[str]] = Config.NEUTRAL | HUB_KEYS
 
     def validate(self) -> None:
         from ahalab.prompts import get_format
@@ -77,6 +88,7 @@ class DataConfig(Config):
             raise UserError("row_format and reasoning: false apply to plain traces, not journey data")
         if cfg.teacher == "openai" and not (cfg.base_url and cfg.teacher_model):
             raise UserError("the openai teacher needs base_url and teacher_model")
+        check_hub(cfg.push_to_hub, cfg.hub_dataset_id, "hub_dataset_id")
 
 
 def make_teacher(cfg: DataConfig, task: Any, engine: Any = None) -> Any:
@@ -167,6 +179,9 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
             "n-gram / overlap": f"{cfg.ngram} / {cfg.overlap}"}
     run.write_text("README.md", render_card(f"ahalab {cfg.task} distillation data", info, stats, clean.removed,
                                             counts))
+    if cfg.push_to_hub:  # everything is written: a failed push loses nothing
+        push_run(run, summary, run.path, repo_id=cfg.hub_dataset_id, private=cfg.hub_private_repo,
+                 repo_type="dataset", what="data run", ignore=NOT_PUSHED)
     return {**paths, "dir": str(run.path), "summary": summary}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ahalab.args import add_hub_args
+
 DATA_EPILOG = """examples:
   ahalab data --task countdown --journey search --limit 3000 examples=800 match_tokens=true --out runs/cd-data
   ahalab data --task arithmetic --teacher program --limit 500 --out runs/arith-data
@@ -36,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="the student: tokenizer for token counts, default engine teacher")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="dataset directory (default runs/data-<time>)")
+    add_hub_args(p, "hub_dataset_id", "the dataset directory (with its card; not log.txt)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run_data)
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from ahalab.args import add_resume_args, explicit_flags, recipe_path
+from ahalab.args import add_hub_args, add_resume_args, explicit_flags, recipe_path
 
 EPILOG = """examples:
   ahalab zero --config recipes/zero_quick.yaml
   ahalab zero --config recipes/zero_quick.yaml --steps 40 lr=2e-5 eval.every=5 rewards.format_exact=0.5
   ahalab zero --task countdown --loss dapo --lora-r 16 --lr 1e-4 --out runs/cd
   ahalab zero --out runs/cd --resume                 # continue after a crash or kill, exactly
+  ahalab zero --config recipes/zero_quick.yaml --push-to-hub --hub-model-id me/zero-quick   # model/ to the hub
   ahalab zero --config recipes/zero_quick.yaml \
       'rewards={accuracy: 1.0, "trl.rewards:think_format_reward": 0.2}'   # any TRL-style reward function
 
@@ -46,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch threads for training")
     p.add_argument("--seed", type=int, help="seed for data, sampling and initialisation (same seed, same run)")
     p.add_argument("--out", help="run directory (default runs/zero-<time>)")
+    add_hub_args(p)
     add_resume_args(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.every=5")
     p.set_defaults(func=run)

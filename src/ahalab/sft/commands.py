@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ahalab.args import add_resume_args, explicit_flags, recipe_path
+from ahalab.args import add_hub_args, add_resume_args, explicit_flags, recipe_path
 
 EPILOG = """examples:
   ahalab sft --train runs/data/shortcut.jsonl --epochs 2 --lr 5e-5 --out runs/sft \\
@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="evaluate the trained model on this task (repeatable)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/sft-<time>)")
+    add_hub_args(p)
     add_resume_args(p)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)

@@ -1,4 +1,4 @@
-"""The settings every trainer shares (GRPO and SFT): model, optimiser, schedule, precision, LoRA, checkpoints."""
+"""The settings every trainer shares (GRPO and SFT): model, optimiser, schedule, precision, LoRA, checkpoints, hub."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from ahalab.config import Config
 from ahalab.errors import UserError
+from ahalab.training.hub import HUB_KEYS, check_hub
 from ahalab.training.schedule import Schedule
 
 
@@ -31,14 +32,20 @@ class TrainingConfig(Config):
     out: str | None = None
     report_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, wandb, mlflow, trackio
     #                           (none: no tracker); each metrics row goes to them too (ahalab.training.trackers)
+    # the hub (ahalab.training.hub; token: $HF_TOKEN or `hf auth login`, never a config key: configs are written out)
+    push_to_hub: bool = False  # at the end, upload model/ (model card included) to the hub; a failed push keeps the
+    #                           run, is recorded in summary.json ("hub") and makes the command exit non-zero
+    hub_model_id: str | None = None  # "name" (your namespace) or "owner/name"; None: the run directory's name
+    hub_private_repo: bool | None = None  # create the repo private; None: the namespace's default
 
     NEUTRAL: ClassVar[frozenset[str]] = frozenset({"out", "threads", "checkpoint_every", "keep_checkpoints",
-                                                   "report_to"})
+                                                   "report_to"}) | HUB_KEYS
 
     def validate(self) -> None:
         from ahalab.training.trackers import check_report_to
 
         check_report_to(self.report_to)
+        check_hub(self.push_to_hub, self.hub_model_id)
         if self.micro_batch_tokens < 1:
             raise UserError(f"micro_batch_tokens must be >= 1 (got {self.micro_batch_tokens})")
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "lora_r"):

@@ -9,7 +9,8 @@ Set-up: torch threads, seed, device, bf16 autocast, the model from its base or t
 and loss, calls ``set_lr(step)`` and ``optimizer_step(step, loss)`` (gradient clipping and the NaN/inf
 guard), and returns its metrics (to metrics.jsonl and the ``report_to`` trackers). Resume restores optimiser,
 RNG and data position from the last checkpoint, refuses a config change that would alter results (unless
-allowed), and drops metric and sample rows logged after that checkpoint (they are redone).
+allowed), and drops metric and sample rows logged after that checkpoint (they are redone). With ``push_to_hub``
+the saved model directory then goes to the hub (``ahalab.training.hub``).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ahalab.training.card import write_model_card
 from ahalab.training.checkpoint import checkpoint_config, latest_checkpoint, load_state, save_checkpoint
 from ahalab.training.config import TrainingConfig
 from ahalab.training.data_order import DataOrder
+from ahalab.training.hub import push_run
 from ahalab.training.schedule import lr_at
 from ahalab.training.trackers import Trackers
 
@@ -132,7 +134,8 @@ class Trainer(ABC):
 
     @abstractmethod
     def finish(self) -> dict[str, Any]:
-        """After the last step: save the model, write summary and report; returns the summary."""
+        """After the last step: save the model, write summary and report; returns the summary (its "trained_model":
+        the saved model directory, the one ``push_to_hub`` uploads)."""
 
     def record(self, step: int, metrics: dict[str, Any]) -> None:
         """A metrics row: to metrics.jsonl and the trackers of ``report_to``."""
@@ -155,7 +158,11 @@ class Trainer(ABC):
                 if self.cfg.keep_checkpoints and (step == self.total_steps or (every and step % every == 0)):
                     save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer,
                                     self.order.position, self.cfg.keep_checkpoints, to_dict(self.cfg))
-            return self.finish()
+            summary = self.finish()
+            if self.cfg.push_to_hub:  # after finish() saved the model and summary.json: a failed push loses nothing
+                push_run(self.run, summary, summary["trained_model"], repo_id=self.cfg.hub_model_id,
+                         private=self.cfg.hub_private_repo, what=f"{self.METHOD} run")
+            return summary
         finally:
             self.trackers.close()
 

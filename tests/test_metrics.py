@@ -49,3 +49,18 @@ def test_default_ks() -> None:
     assert default_ks(1) == [1]
     assert default_ks(8) == [1, 2, 4, 8]
     assert default_ks(6) == [1, 2, 4, 6]
+
+
+def test_eval_summary_reports_pass_at_10_for_code_benchmarks() -> None:
+    """With 20 samples the summary has HumanEval's pass@10 (the unbiased estimator), besides the powers of two."""
+    from ahalab.eval.evaluate import summarize
+    from ahalab.tasks import get_task
+    from ahalab.types import Completion, Problem, Sample
+
+    task = get_task("arithmetic")
+    problem = Problem(id="p", question="1+1", answer="2")
+    groups = [[Sample(problem, "", "", Completion(text="2", token_ids=[1], finish_reason="stop"), "2" if i < 3 else "3",
+                      1.0 if i < 3 else 0.0, index=i) for i in range(20)]]
+    summary, rows = summarize(groups, task, 20)
+    assert [k for k in rows[0] if k.startswith("pass@")] == [f"pass@{k}" for k in (1, 2, 4, 8, 10, 16, 20)]
+    assert summary["pass@10"] == pytest.approx(pass_at_k(20, 3, 10))

@@ -60,8 +60,9 @@ def evaluate(engine: Engine, task: Task, problems: list[Problem], fmt: str = "co
 
 
 def summarize(groups: list[list[Sample]], task: Task, samples: int) -> tuple[dict[str, Any], list[dict]]:
-    """accuracy (= pass@1, mean over samples), unbiased pass@k, maj@k, token statistics."""
-    ks = default_ks(samples)
+    """accuracy (= pass@1, mean over samples), unbiased pass@k (k = 1, 2, 4, ..., and the code benchmarks' 10 and
+    100 when there are more samples), maj@k, token statistics."""
+    ks = sorted(set(default_ks(samples)) | {k for k in (10, 100) if k < samples})
     per_problem = []
     for group in groups:
         n, c = len(group), sum(s.correct for s in group)

@@ -59,6 +59,8 @@ def test_tensorboard_holds_the_metrics_rows_and_the_model_gets_a_card(tiny_model
     assert f"`{tiny_model}`" in card and "`language` x 1.0" in card and "| generations | 2 |" in card
     assert "## Held-out results" in card and f"| eval_accuracy | {summary['eval_accuracy_end']:.4g} |" in card
     assert "Trained with ahalab " in card
+    checkpoints = sorted((run.path / "checkpoints").glob("step-*"))
+    assert checkpoints and all("## Key settings" in (c / "model" / "README.md").read_text() for c in checkpoints)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")

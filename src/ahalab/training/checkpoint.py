@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ahalab.training.card import write_model_card
+
 PREFIX = "step-"
 TMP = ".tmp-"
 
@@ -71,8 +73,9 @@ def fsync_dir(path: Path) -> None:
 
 def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer: Any,
                     optimizer: torch.optim.Optimizer, data_position: int, keep: int,
-                    config: dict[str, Any] | None = None) -> Path:
-    """Write checkpoint ``step`` and delete all but the newest ``keep`` (>= 1)."""
+                    config: dict[str, Any] | None = None, method: str | None = None) -> Path:
+    """Write checkpoint ``step`` and delete all but the newest ``keep`` (>= 1); with ``method`` its model
+    directory gets a model card too (it is a loadable HF model like the final one)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (got {keep}); a run that keeps no checkpoints writes none")
     root = checkpoint_dir(run_path)
@@ -84,6 +87,8 @@ def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer
     tmp.mkdir()
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
+    if method is not None:
+        write_model_card(tmp / "model", method, config or {})
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"step": step, "data_position": data_position, "rng": rng_state()}, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(config or {}, default=str, sort_keys=True))

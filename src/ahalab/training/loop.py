@@ -157,7 +157,7 @@ class Trainer(ABC):
                 every = self.cfg.checkpoint_every
                 if self.cfg.keep_checkpoints and (step == self.total_steps or (every and step % every == 0)):
                     save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer,
-                                    self.order.position, self.cfg.keep_checkpoints, to_dict(self.cfg))
+                                    self.order.position, self.cfg.keep_checkpoints, to_dict(self.cfg), self.METHOD)
             summary = self.finish()
             if self.cfg.push_to_hub:  # after finish() saved the model and summary.json: a failed push loses nothing
                 push_run(self.run, summary, summary["trained_model"], repo_id=self.cfg.hub_model_id,

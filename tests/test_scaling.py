@@ -145,7 +145,8 @@ def test_best_of_n_by_self_check_ignores_the_gold_answer() -> None:
 
 
 def test_self_check_scorer_needs_a_task_with_one() -> None:
-    with pytest.raises(UserError, match=r"'numbers' cannot \(tasks that can: countdown, code_jsonl, codegen\)"):
+    can = "countdown, humaneval, code_jsonl, codegen"
+    with pytest.raises(UserError, match=rf"'numbers' cannot \(tasks that can: {can}\)"):
         make_scorer("self_check", Numbers())
     with pytest.raises(UserError, match="self_check"):
         parse_strategies(["best-of-n:selfcheck"])  # the error lists the valid scorers

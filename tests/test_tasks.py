@@ -143,7 +143,8 @@ def test_countdown_verifier(answer: str, correct: bool) -> None:
 
 
 def test_self_check_reads_what_the_problem_states() -> None:
-    assert [name for name, cls in TASKS.items() if cls.has_self_check] == ["countdown", "code_jsonl", "codegen"]
+    assert [name for name, cls in TASKS.items() if cls.has_self_check] == ["countdown", "humaneval", "code_jsonl",
+                                                                       "codegen"]
     task, text = get_task("countdown"), "<answer>30 - (100 - 93)</answer>"
     p = Problem(id="c", question="", answer="23", meta={"numbers": [30, 100, 93], "target": 23})
     assert task.self_check(p, text) and task.self_check(dataclasses.replace(p, answer=""), text)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -131,27 +132,25 @@ def _completion(output, prompt_token_ids: list[int], logprobs: bool) -> Completi
                       prompt_token_ids=prompt_token_ids)
 
 
-def _checkpoint_tensors(model_dir: str) -> Iterable[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every weight in a model directory's safetensors files."""
+def _checkpoint_weights(model_dir: str) -> Iterator[tuple[str, Any]]:
+    """(name, its open safetensors file) for every weight stored in a model directory."""
     from safetensors import safe_open
 
     for path in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as f:
             for name in f.keys():
-                yield name, f.get_tensor(name)
+                yield name, f
+
+
+def _checkpoint_tensors(model_dir: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every weight in a model directory's safetensors files."""
+    return ((name, f.get_tensor(name)) for name, f in _checkpoint_weights(model_dir))
 
 
 def _stored_dtype(model_dir: str) -> torch.dtype:
     """The dtype of a model directory's first floating-point weight (float32 if it has none)."""
-    from safetensors import safe_open
-
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
-                dtype = f.get_slice(name).get_dtype()
-                if dtype in _SAFETENSORS_FLOATS:
-                    return _SAFETENSORS_FLOATS[dtype]
-    return torch.float32
+    dtypes = (f.get_slice(name).get_dtype() for name, f in _checkpoint_weights(model_dir))
+    return next((_SAFETENSORS_FLOATS[d] for d in dtypes if d in _SAFETENSORS_FLOATS), torch.float32)
 
 
 _SAFETENSORS_FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -159,10 +158,4 @@ _SAFETENSORS_FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch
 
 def _checkpoint_names(model_dir: str) -> set[str]:
     """Names of the weights stored in a model directory's safetensors files."""
-    from safetensors import safe_open
-
-    names: set[str] = set()
-    for path in Path(model_dir).glob("*.safetensors"):
-        with safe_open(str(path), framework="pt") as f:
-            names.update(f.keys())
-    return names
+    return {name for name, _ in _checkpoint_weights(model_dir)}

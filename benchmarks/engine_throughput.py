@@ -48,10 +48,18 @@ def measure(name: str, model_dir: str, count: int, max_tokens: int, repeats: int
         outs = engine.generate(prompts, max_tokens=max_tokens)
         walls.append(time.perf_counter() - start)
     tokens = sum(c.num_tokens for comps in outs for c in comps)
+    engine.close()
     del engine
     gc.collect()
     return {"tokens_per_s": round(tokens / min(walls), 1), "tokens": tokens, "wall_s": [round(w, 3) for w in walls],
             "load_s": round(load_s, 1), **options}
+
+
+def device_name() -> str:
+    """The GPU's name, or the CPU's architecture, vector capability and usable cores."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {len(os.sched_getaffinity(0))} cores"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                         "compile": a.compile}}
     result: dict[str, Any] = {
         "model": a.model, "prompts": a.prompts, "max_tokens": a.max_tokens,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else
-        f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {len(os.sched_getaffinity(0))} cores",
+        "device": device_name(),
     }
     for name in ("hf", "vllm"):
         if name in a.engines.split(","):

@@ -295,7 +295,7 @@ class EchoEngine(Engine):
         return self._tokenizer
 
     def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_tokens=256, stop=None, seed=None,
-                 logprobs=False):
+                 logprobs=False, progress=None):
         self.calls += 1
         return [[Completion(f" thinking {i}</think>\n<answer>{i}</answer>", [1] * 5, "stop") for i in range(n)]
                 for _ in prompts]

@@ -110,7 +110,7 @@ class ScriptedEngine(Engine):
         return self._tokenizer
 
     def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_tokens=256, stop=None, seed=None,
-                 logprobs=False):
+                 logprobs=False, progress=None):
         self.calls += 1
         out = []
         for prompt in prompts:

@@ -62,3 +62,18 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch) -> None:
     (fake / "x.py").write_text("def f():\n    from ahalab.sft.trainer import SFTTrainer\n")
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path / "ahalab")
     assert imports() == [("ahalab.rl.x", "ahalab.sft.trainer")]
+
+
+HEAVY = ("torch", "vllm", "transformers", "datasets", "numpy", "math_verify", "accelerate", "peft", "matplotlib",
+         "huggingface_hub", "safetensors", "tqdm")
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """``ahalab --help`` (every subcommand's parser built) loads none of the heavy libraries: it answers in well
+    under a second (0.2 s here against 2.7-3.9 s when the parsers imported torch)."""
+    import subprocess
+
+    code = ("import sys; from ahalab.cli import build_parser; build_parser().format_help(); "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"ahalab --help imports {out}"

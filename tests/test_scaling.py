@@ -42,7 +42,7 @@ class ScriptedEngine(Engine):
         return self._tokenizer
 
     def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_tokens=256, stop=None, seed=None,
-                 logprobs=False):
+                 logprobs=False, progress=None):
         out = []
         for prompt in prompts:
             self.prompts.append(prompt)

@@ -1,12 +1,15 @@
-"""The one sampling path: render prompts -> seeded, chunked engine calls -> prefix + completion -> grade.
+"""The one sampling path: render prompts -> one seeded engine call -> prefix + completion -> grade.
 
     samples = sample(engine, task, problems, "r1", n=8, temperature=0.7, max_tokens=256, seed=3)
     samples[i][j]  # the j-th Sample of problems[i]: prompt, completion, text, answer, score, tokens, ...
 
 Evaluation, the inference-time scaling strategies, GRPO rollouts and engine teachers all call
 ``sample``; strategies that continue partial texts (beam search, budget forcing) call ``generate``
-on prompt strings and grade at the end. Prompts go in chunks of ``chunk_size``; chunk ``i`` is seeded
-``seed + i``, so the same arguments give the same samples.
+on prompt strings and grade at the end. The whole workload goes to the engine in one call seeded
+``seed`` (vLLM's continuous batching keeps its batch full; the CPU build has no per-request seeds, so
+one seed per call is what makes a run reproducible: the same arguments give the same samples). Callers
+that must keep partial results (a teacher's resumable cache) pass ``chunk_size``; chunk ``i`` is then
+seeded ``seed + i``.
 """
 from __future__ import annotations
 
@@ -22,8 +25,6 @@ from ahalab.errors import UserError
 from ahalab.prompts import Rendered, render
 from ahalab.tasks.base import Task
 from ahalab.types import Completion, Problem, Sample
-
-CHUNK_SIZE = 64
 
 
 @dataclass
@@ -66,18 +67,17 @@ class SamplingConfig(Config):
         return partial(engine_for, self.model, self.engine, self.dtype, self.seed)
 
 
-def generate(engine: Engine, prompts: list[str], n: int = 1, *, seed: int = 0, chunk_size: int = CHUNK_SIZE,
+def generate(engine: Engine, prompts: list[str], n: int = 1, *, seed: int = 0, chunk_size: int | None = None,
              desc: str | None = None, **options: Any) -> tuple[list[list[Completion]], list[float]]:
-    """``engine.generate`` in seeded chunks: ``n`` completions per prompt and each prompt's share of wall time."""
-    from tqdm import tqdm
-
+    """``n`` completions per prompt from seeded ``engine.generate`` calls (one unless ``chunk_size``) and each
+    prompt's share of wall time; ``desc`` labels a progress bar over the prompts."""
     outs: list[list[Completion]] = []
     walls: list[float] = []
-    chunks = range(0, len(prompts), chunk_size)
-    for ci, lo in enumerate(tqdm(chunks, desc=desc, unit="chunk", disable=desc is None or len(chunks) < 2)):
-        part = prompts[lo:lo + chunk_size]
+    size = chunk_size or max(1, len(prompts))
+    for ci, lo in enumerate(range(0, len(prompts), size)):
+        part = prompts[lo:lo + size]
         start = time.perf_counter()
-        outs.extend(engine.generate(part, n=n, seed=seed + ci, **options))
+        outs.extend(engine.generate(part, n=n, seed=seed + ci, progress=desc, **options))
         walls += [(time.perf_counter() - start) / len(part)] * len(part)
     return outs, walls
 
@@ -104,7 +104,7 @@ def graded(task: Task, problem: Problem, rendered: Rendered, completion: Complet
 
 def sample(engine: Engine, task: Task, problems: list[Problem], fmt: str, *, n: int = 1, temperature: float = 0.0,
            top_p: float = 1.0, max_tokens: int = 512, seed: int = 0, chat: bool | None = None,
-           logprobs: bool = False, stop: list[str] | None = None, chunk_size: int = CHUNK_SIZE,
+           logprobs: bool = False, stop: list[str] | None = None, chunk_size: int | None = None,
            desc: str | None = None) -> list[list[Sample]]:
     """``n`` graded samples per problem, in problem order (see the module doc)."""
     rendered = render_all(engine, task, problems, fmt, chat)

@@ -15,7 +15,8 @@ class Engine(ABC):
     """Generates completions for already-rendered prompt strings.
 
     ``generate`` returns one list of ``n`` completions per prompt, in prompt order. ``seed`` makes
-    a call reproducible (same engine, same seed, same prompts -> same completions).
+    a call reproducible (same engine, same seed, same prompts -> same completions). ``progress``, when
+    given, is the label of a progress bar over the call's prompts.
     """
 
     name: str = ""
@@ -39,6 +40,7 @@ class Engine(ABC):
         stop: list[str] | None = None,
         seed: int | None = None,
         logprobs: bool = False,
+        progress: str | None = None,
     ) -> list[list[Completion]]:
         """Sample ``n`` completions for each prompt."""
 

@@ -85,16 +85,22 @@ class HFEngine(Engine):
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_tokens: int = 256, stop: list[str] | None = None, seed: int | None = None,
-                 logprobs: bool = False) -> list[list[Completion]]:
+                 logprobs: bool = False, progress: str | None = None) -> list[list[Completion]]:
+        from tqdm import tqdm
+
         if seed is not None:
             torch.manual_seed(seed)
         per_call = max(1, self.batch_size // n)
         was_training = self.model.training
         self.model.eval()
         try:
-            return [comps for lo in range(0, len(prompts), per_call)
-                    for comps in self._generate_batch(prompts[lo:lo + per_call], n, temperature, top_p, max_tokens,
-                                                      stop or [], logprobs)]
+            with tqdm(total=len(prompts), desc=progress, unit="prompt", disable=progress is None) as bar:
+                out: list[list[Completion]] = []
+                for lo in range(0, len(prompts), per_call):
+                    out += self._generate_batch(prompts[lo:lo + per_call], n, temperature, top_p, max_tokens,
+                                                stop or [], logprobs)
+                    bar.update(len(out) - bar.n)
+                return out
         finally:
             self.model.train(was_training)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +85,14 @@ class VLLMEngine(Engine):
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_tokens: int = 256, stop: list[str] | None = None, seed: int | None = None,
-                 logprobs: bool = False) -> list[list[Completion]]:
+                 logprobs: bool = False, progress: str | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop or None,
                                 logprobs=0 if logprobs else None, ignore_eos=self.ignore_eos)
         if seed is not None:
             torch.manual_seed(seed)
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        outputs = self.llm.generate(prompts, params, use_tqdm=_progress_bar(progress) if progress else False)
         return [[_completion(c, list(out.prompt_token_ids), logprobs) for c in out.outputs] for out in outputs]
 
     def close(self) -> None:
@@ -121,6 +121,18 @@ class VLLMEngine(Engine):
                              f"{sorted(missing)[:3]}")
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
         self.llm.reset_prefix_cache()
+
+
+def _progress_bar(desc: str) -> Callable[..., Any]:
+    """vLLM's ``use_tqdm`` hook: its bar over finished requests (with its tokens/s) under our label; its bar over
+    the prompts it renders first (called with them) stays hidden."""
+    from tqdm import tqdm
+
+    def bar(*iterable: Any, **kwargs: Any) -> tqdm:
+        if iterable:
+            return tqdm(*iterable, disable=True)
+        return tqdm(**{**kwargs, "desc": desc, "unit": "prompt"})
+    return bar
 
 
 def _completion(output, prompt_token_ids: list[int], logprobs: bool) -> Completion:

@@ -112,7 +112,7 @@ class ZeroTrainer(Trainer):
         if stats["sequences_trained"]:
             self.sync_weights()
         t3 = time.perf_counter()
-        if self.cfg.sample_every and step % self.cfg.sample_every == 0:
+        if self.dist.main and self.cfg.sample_every and step % self.cfg.sample_every == 0:
             self._write_samples(step, sampled)
         metrics = {**self.rollout_metrics(sampled, batch), **stats, "time_rollout_s": t1 - t0,
                    "time_train_s": t2 - t1, "time_sync_s": t3 - t2, "time_step_s": t3 - t0}

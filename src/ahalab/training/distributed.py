@@ -19,6 +19,7 @@ nothing changes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from ahalab.runs import RunDir
     from ahalab.training.config import TrainingConfig
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 BUCKET = 1 << 24  # gradient elements per all-reduce
 RELAUNCHED = "AHALAB_RELAUNCHED"  # set for the processes `--num-processes` launched (their parent reports)
@@ -58,16 +60,22 @@ class Distributed:
         self.main = self.accelerator.is_main_process
         if self.world != launched_world():
             raise UserError(f"launched as one of {launched_world()} processes but accelerate set up {self.world}")
-        if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-            raise UserError(f"accelerate is set up for {kind.value}; ahalab's training loop runs data parallel "
-                            "(DDP-like: recipes/accelerate/ddp_cpu.yaml or ddp_gpu.yaml) only. It does not shard "
-                            "parameters yet (FSDP2, DeepSpeed ZeRO-2/3): see docs/scaling.md")
+        # accelerate's launcher asks for sharding in the environment; on CPU its Accelerator would ignore that
+        sharded = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true"]
+        if sharded or kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+            raise UserError(f"accelerate is set up for {sharded[0] if sharded else kind.value}; ahalab's training "
+                            "loop runs data parallel only (recipes/accelerate/ddp_cpu.yaml, ddp_gpu.yaml or "
+                            "--num-processes): it does not shard parameters yet (FSDP2, DeepSpeed ZeRO-2/3), see "
+                            "docs/scaling.md")
         if self.world > 1 and device not in (None, "cpu", "cuda"):
             raise UserError(f"device {device!r}: with {self.world} processes each rank takes its own device "
                             "(device: cpu, cuda or unset)")
         # one process: the device as before accelerate (cuda when available); many: each rank's (cuda:<local rank>)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")) if self.world == 1 \
             else self.accelerator.device
+        if self.world > 1:
+            log.info("rank %d of %d on %s, %s backend", self.rank, self.world, self.device,
+                     torch.distributed.get_backend())
 
     def share(self, items: list[T]) -> list[T]:
         """This rank's contiguous part of ``items`` (the first ranks take one more when they do not divide)."""

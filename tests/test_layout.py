@@ -11,7 +11,7 @@ FLOORS = {
                "engines", "models"},
     "core": {"sampling", "training", "rewards", "eval", "stats"},
     "methods": {"scaling", "rl", "sft", "data"},
-    "top": {"cli", "pipeline", "demo", "report", "distill", "inventory", "view"},
+    "top": {"__main__", "cli", "pipeline", "demo", "report", "distill", "inventory", "view"},
 }
 LEVEL = {room: i for i, floor in enumerate(FLOORS.values()) for room in floor}
 

@@ -31,6 +31,14 @@ def add_resume_args(p: argparse.ArgumentParser) -> None:
                    "checkpoint's")
 
 
+def add_process_args(p: argparse.ArgumentParser) -> None:
+    """--num-processes, for the commands that train (see ahalab.training.distributed)."""
+    p.add_argument("--num-processes", dest="num_processes", type=int, metavar="N",
+                   help="train on N processes of this machine (data parallel: CPU processes over gloo, one GPU "
+                   "each over NCCL), launched through accelerate; or start the command with `accelerate launch "
+                   "-m ahalab` / `torchrun -m ahalab` yourself")
+
+
 def add_hub_args(p: argparse.ArgumentParser, id_key: str = "hub_model_id",
                  what: str = "model/ (with its card)") -> None:
     """--push-to-hub, --hub-model-id (or ``id_key``) and --hub-private-repo (see ahalab.training.hub)."""

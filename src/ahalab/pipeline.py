@@ -283,6 +283,11 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: Any) -> int:
+    from ahalab.training.distributed import launched_world
+
+    if launched_world() > 1:
+        raise UserError("run a recipe in one process (not under accelerate launch or torchrun): a training stage with "
+                        "num_processes: N launches its own N processes")
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
     run_recipe(args.recipe, out, args.overrides, dry_run=args.dry_run, force=args.force)
     if not args.dry_run:

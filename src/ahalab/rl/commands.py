@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from ahalab.args import add_hub_args, add_resume_args, explicit_flags, recipe_path
+from ahalab.args import add_hub_args, add_process_args, add_resume_args, explicit_flags, recipe_path
 
 EPILOG = """examples:
   ahalab zero --config recipes/zero_quick.yaml
   ahalab zero --config recipes/zero_quick.yaml --steps 40 lr=2e-5 eval.every=5 rewards.format_exact=0.5
   ahalab zero --task countdown --loss dapo --lora-r 16 --lr 1e-4 --out runs/cd
   ahalab zero --out runs/cd --resume                 # continue after a crash or kill, exactly
+  ahalab zero --config recipes/zero_quick.yaml --num-processes 2 --out runs/zq2   # 2 processes, each its share
   ahalab zero --config recipes/zero_quick.yaml --push-to-hub --hub-model-id me/zero-quick   # model/ to the hub
   ahalab zero --config recipes/zero_quick.yaml \
       'rewards={accuracy: 1.0, "trl.rewards:think_format_reward": 0.2}'   # any TRL-style reward function
@@ -47,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch threads for training")
     p.add_argument("--seed", type=int, help="seed for data, sampling and initialisation (same seed, same run)")
     p.add_argument("--out", help="run directory (default runs/zero-<time>)")
+    add_process_args(p)
     add_hub_args(p)
     add_resume_args(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.every=5")
@@ -57,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from ahalab.config import load_config
     from ahalab.rl.config import ZeroConfig
     from ahalab.rl.trainer import train_zero
-    from ahalab.runs import RunDir
+    from ahalab.training.distributed import train_run
 
     cfg = load_config(ZeroConfig, recipe_path(args), args.overrides, explicit_flags(args))
-    run_dir = RunDir.create(cfg.out, "zero")
-    summary = train_zero(cfg, run_dir, resume=args.resume, allow_config_change=args.allow_config_change)
-    print(f"eval accuracy {summary['eval_accuracy_start']} -> {summary['eval_accuracy_end']} "
-          f"after {summary['steps']} steps; run directory: {run_dir.path}")
+    done = train_run("zero", cfg, args.resume, args.allow_config_change,
+                     lambda run: train_zero(cfg, run, resume=args.resume, allow_config_change=args.allow_config_change))
+    if done is not None:
+        summary, path = done
+        print(f"eval accuracy {summary['eval_accuracy_start']} -> {summary['eval_accuracy_end']} "
+              f"after {summary['steps']} steps; run directory: {path}")
     return 0

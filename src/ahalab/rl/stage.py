@@ -15,9 +15,9 @@ if TYPE_CHECKING:
                 config="ahalab.rl.config:ZeroConfig")
 def zero_stage(cfg: ZeroConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
     from ahalab.rl.trainer import train_zero
-    from ahalab.runs import RunDir
+    from ahalab.training.distributed import train_run
 
-    run = RunDir.create(cfg.out, "zero")
-    summary = train_zero(cfg, run, resume=resume)  # its engine closed before the next stage starts one
-    return {"model": summary["trained_model"], "summary": str(run.file("summary.json")),
+    # its engine closed before the next stage starts one; num_processes > 1: the stage's own processes
+    summary, path = train_run("zero", cfg, resume, False, lambda run: train_zero(cfg, run, resume=resume))
+    return {"model": summary["trained_model"], "summary": str(path / "summary.json"),
             "accuracy": summary["eval_accuracy_end"]}

@@ -12,6 +12,12 @@ training core's, ``ahalab.training.loop``):
      log-probabilities serving as the old policy's (no extra forward);
   4. the engine gets the new weights (vLLM: ``load_weights``; the HF engine shares the model).
 Then metrics, samples and the held-out eval at their intervals.
+
+With many processes (``ahalab.training.distributed``) every rank samples and scores its contiguous share of the
+step's prompts with its own engine (whole groups: advantages stay within a rank) and every rank then holds all
+of them, so dynamic sampling, metrics and samples.jsonl see exactly the step one process would; the update
+splits the kept groups between the ranks and normalises by the whole batch's counts. The held-out eval is
+split the same way.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from ahalab.rl.rollout import Rollouts, rollout
 from ahalab.runs import RunDir
 from ahalab.training.data_order import DataOrder
 from ahalab.training.loop import Trainer
+from ahalab.types import Problem
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -105,7 +112,7 @@ class ZeroTrainer(Trainer):
         if stats["sequences_trained"]:
             self.sync_weights()
         t3 = time.perf_counter()
-        if self.cfg.sample_every and step % self.cfg.sample_every == 0:
+        if self.dist.main and self.cfg.sample_every and step % self.cfg.sample_every == 0:
             self._write_samples(step, sampled)
         metrics = {**self.rollout_metrics(sampled, batch), **stats, "time_rollout_s": t1 - t0,
                    "time_train_s": t2 - t1, "time_sync_s": t3 - t2, "time_step_s": t3 - t0}
@@ -114,8 +121,19 @@ class ZeroTrainer(Trainer):
         return metrics
 
     def rollout_seed(self, step: int, round_: int) -> int:
-        """The sampling seed of (step, round): a resumed run samples exactly what the first would have."""
-        return self.cfg.seed * 1_000_003 + step * 101 + round_
+        """The sampling seed of (step, round) on this rank: a resumed run samples exactly what the first would have."""
+        return self.cfg.seed * 1_000_003 + step * 101 + round_ + 7_919 * self.dist.rank
+
+    def rollouts(self, problems: list[Problem], step: int, round_: int) -> Rollouts:
+        """Rollouts of ``problems``: each rank samples and scores its share, then every rank holds them all."""
+        cfg = self.cfg
+        mine = self.dist.share(problems)
+        part = rollout(self.engine, self.task, mine, cfg.format, self.reward_fns, cfg.rewards,
+                       group_size=cfg.generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                       max_tokens=cfg.max_new_tokens, seed=self.rollout_seed(step, round_),
+                       scale=cfg.preset("scale_rewards"), baseline=cfg.preset("baseline"), chat=cfg.chat,
+                       state={"global_step": step, "max_steps": cfg.steps}) if mine else None
+        return Rollouts.concat([p for p in self.dist.gather([part]) if p is not None])
 
     def sample_batch(self, step: int) -> tuple[Rollouts, Rollouts]:
         """(the groups to train on, every group sampled this step)."""
@@ -125,12 +143,7 @@ class ZeroTrainer(Trainer):
         kept: list[Rollouts] = []
         for round_ in range(cfg.max_sampling_rounds if dynamic else 1):
             need = cfg.prompts_per_step - sum(k.num_groups for k in kept)
-            problems = [self.train_problems[i] for i in self.order.take(need)]
-            part = rollout(self.engine, self.task, problems, cfg.format, self.reward_fns, cfg.rewards,
-                           group_size=cfg.generations, temperature=cfg.temperature, top_p=cfg.top_p,
-                           max_tokens=cfg.max_new_tokens, seed=self.rollout_seed(step, round_),
-                           scale=cfg.preset("scale_rewards"), baseline=cfg.preset("baseline"), chat=cfg.chat,
-                           state={"global_step": step, "max_steps": cfg.steps})
+            part = self.rollouts([self.train_problems[i] for i in self.order.take(need)], step, round_)
             sampled.append(part)
             kept.append(part.select([g for g, s in enumerate(part.group_std().tolist()) if s > 0]) if dynamic else part)
             if sum(k.num_groups for k in kept) == cfg.prompts_per_step:
@@ -138,16 +151,19 @@ class ZeroTrainer(Trainer):
         return Rollouts.concat(kept), Rollouts.concat(sampled)
 
     def update(self, batch: Rollouts, step: int) -> dict[str, Any]:
-        """``mu`` optimiser steps on ``batch``; loss normalisers span the whole batch, as in TRL."""
+        """``mu`` optimiser steps on ``batch`` (this rank's share of its groups); loss normalisers span the whole
+        batch, as in TRL."""
         cfg = self.cfg
         comps = [s.completion for s in batch.samples]
         in_loss = [i for i, c in enumerate(comps) if not (cfg.mask_truncated and c.finish_reason == "length")]
         rows = [i for i in in_loss if comps[i].token_ids and (cfg.beta != 0 or batch.advantages[i] != 0)]
         lr = self.set_lr(step)
         stats: dict[str, Any] = {"lr": lr, "sequences_trained": len(rows)}
-        if not rows:  # no signal in this batch: no optimiser step
+        if not rows:  # no signal in this batch: no optimiser step (on any rank: every rank holds the batch)
             return stats
-        chunks = plan_batches([c.prompt_token_ids for c in comps], [c.token_ids for c in comps], rows,
+        groups = set(self.dist.share(list(range(batch.num_groups))))
+        mine = [i for i in rows if i // batch.group_size in groups]
+        chunks = plan_batches([c.prompt_token_ids for c in comps], [c.token_ids for c in comps], mine,
                               cfg.micro_batch_tokens, self.tokenizer.pad_token_id)
         norm = {"num_sequences": len(comps), "num_tokens": sum(comps[i].num_tokens for i in in_loss),
                 "max_completion_len": cfg.max_new_tokens}
@@ -172,9 +188,10 @@ class ZeroTrainer(Trainer):
                     loss_sum, kl_sum, clipped_sum = loss_sum + loss.item(), kl_sum + s["kl"], clipped_sum + s["clipped"]
                     k += 1
                 prefix.backward()
-            grad_norm = self.optimizer_step(step, loss_sum)
+            loss, grad_norm = self.optimizer_step(step, loss_sum)  # loss: loss_sum over the ranks
         neg_logp = -sum(float(old.sum()) for old in olds)  # padding holds 0
-        return {**stats, "tokens_trained": tokens, "loss": loss_sum / cfg.mu, "grad_norm": grad_norm,
+        tokens, kl_sum, clipped_sum, neg_logp = self.dist.reduce(tokens, kl_sum, clipped_sum, neg_logp)
+        return {**stats, "tokens_trained": tokens, "loss": loss / cfg.mu, "grad_norm": grad_norm,
                 "kl": kl_sum / (tokens * cfg.mu), "clip_fraction": clipped_sum / (tokens * cfg.mu),
                 # Monte-Carlo entropy estimate: mean -log p of the sampled tokens (unbiased at temperature 1)
                 "entropy": neg_logp / tokens}
@@ -235,11 +252,13 @@ class ZeroTrainer(Trainer):
 
         cfg = self.cfg
         start = time.perf_counter()
-        result = evaluate(self.engine, self.task, self.eval_problems, fmt=cfg.format, temperature=0.0,
-                          max_tokens=cfg.eval.max_tokens, seed=cfg.seed, chat=cfg.chat, progress=False)
-        flat = [s for group in result.samples for s in group]
+        mine = self.dist.share(self.eval_problems)
+        groups = evaluate(self.engine, self.task, mine, fmt=cfg.format, temperature=0.0, max_tokens=cfg.eval.max_tokens,
+                          seed=cfg.seed, chat=cfg.chat, progress=False).samples if mine else []
+        flat = self.dist.gather([s for group in groups for s in group])
         texts = [s.text for s in flat]
-        return {"eval_accuracy": result.summary["accuracy"], "eval_format_rate": _mean(format_exact(texts)),
+        return {"eval_accuracy": sum(s.correct for s in flat) / len(flat),  # as ahalab.eval's accuracy
+                "eval_format_rate": _mean(format_exact(texts)),
                 "eval_mean_tokens": _mean([s.tokens for s in flat]),
                 "eval_reflection_rate": reflection_rate(texts), "time_eval_s": time.perf_counter() - start}
 

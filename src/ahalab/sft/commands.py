@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ahalab.args import add_hub_args, add_resume_args, explicit_flags, recipe_path
+from ahalab.args import add_hub_args, add_process_args, add_resume_args, explicit_flags, recipe_path
 
 EPILOG = """examples:
   ahalab sft --train runs/data/shortcut.jsonl --epochs 2 --lr 5e-5 --out runs/sft \\
       --eval countdown:../shared/data/countdown_cd3_test.jsonl
   ahalab sft --config recipes/my_sft.yaml lora_r=16 lr=1e-4
   ahalab sft --out runs/sft --resume                 # continue after a crash or kill
+  ahalab sft --train data/cd/train.jsonl --num-processes 2 --out runs/sft2   # 2 processes, same gradient
 
 Every setting is a key of ahalab/sft/trainer.py: SFTConfig; key=value overrides reach nested ones
 (e.g. 'evals=[{task: countdown, seed: 1234, limit: 256, name: heldout}]'). The run directory gets
@@ -46,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="evaluate the trained model on this task (repeatable)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/sft-<time>)")
+    add_process_args(p)
     add_hub_args(p)
     add_resume_args(p)
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -54,17 +56,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ahalab.config import load_config
-    from ahalab.runs import RunDir
     from ahalab.sft.config import SFTConfig
     from ahalab.sft.trainer import SFTTrainer
+    from ahalab.training.distributed import train_run
 
     flags = explicit_flags(args, skip=("eval_specs",))
     if args.eval_specs:
         flags["evals"] = [parse_eval_spec(s) for s in args.eval_specs]
     cfg = load_config(SFTConfig, recipe_path(args), args.overrides, flags)
-    run_dir = RunDir.create(cfg.out, "sft")
-    summary = SFTTrainer(cfg, run_dir, resume=args.resume, allow_config_change=args.allow_config_change).train()
-    evals = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in summary["eval"].items())
-    print(f"loss {summary['loss_start']:.3f} -> {summary['loss_end']:.3f} in {summary['steps']} steps"
-          f"{'; accuracy ' + evals if evals else ''}; run directory: {run_dir.path}")
+    done = train_run("sft", cfg, args.resume, args.allow_config_change,
+                     lambda run: SFTTrainer(cfg, run, args.resume, args.allow_config_change).train())
+    if done is not None:
+        summary, path = done
+        evals = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in summary["eval"].items())
+        print(f"loss {summary['loss_start']:.3f} -> {summary['loss_end']:.3f} in {summary['steps']} steps"
+              f"{'; accuracy ' + evals if evals else ''}; run directory: {path}")
     return 0

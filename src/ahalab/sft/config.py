@@ -25,7 +25,8 @@ class SFTConfig(TrainingConfig):
     checkpoint_every: int = 50
     evals: list[dict[str, Any]] = field(default_factory=list)  # ahalab eval settings each, plus "name"
 
-    NEUTRAL: ClassVar[frozenset[str]] = TrainingConfig.NEUTRAL | {"evals"}
+    # the step's gradient and data order do not depend on how many processes share the step
+    NEUTRAL: ClassVar[frozenset[str]] = TrainingConfig.NEUTRAL | {"evals", "num_processes"}
 
     def validate(self) -> None:
         super().validate()

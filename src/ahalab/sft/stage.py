@@ -14,9 +14,8 @@ if TYPE_CHECKING:
                 "then evaluation",
                 config="ahalab.sft.config:SFTConfig")
 def sft_stage(cfg: SFTConfig, stage_dir: Path, resume: bool) -> dict[str, Any]:
-    from ahalab.runs import RunDir
     from ahalab.sft.trainer import SFTTrainer
+    from ahalab.training.distributed import train_run
 
-    run = RunDir.create(cfg.out, "sft")
-    summary = SFTTrainer(cfg, run, resume=resume).train()
-    return {"model": summary["trained_model"], "summary": str(run.file("summary.json"))}
+    summary, path = train_run("sft", cfg, resume, False, lambda run: SFTTrainer(cfg, run, resume=resume).train())
+    return {"model": summary["trained_model"], "summary": str(path / "summary.json")}

@@ -6,7 +6,9 @@ they all share (the system prompt) run once, the rest in padded micro-batches at
 one, packed (or padded) micro-batches; at most ``micro_batch_tokens`` tokens each -> summed NLL of the
 trained tokens, backward per micro-batch -> the step's gradient divided by its trained-token count (a
 token mean over the whole step) -> clip, AdamW. At the end the model (LoRA merged into it) is saved to
-``<run>/model`` and evaluated on the configured sets with ``ahalab.eval``.
+``<run>/model`` and evaluated on the configured sets with ``ahalab.eval``. With many processes each rank
+takes its contiguous share of the step's examples and divides by the step's trained tokens over all ranks:
+the summed gradient is the one-process gradient.
 """
 from __future__ import annotations
 
@@ -66,13 +68,15 @@ class SFTTrainer(Trainer):
         return None, pad_batches(examples, cfg.micro_batch_tokens, pad_id)
 
     def train_step(self, step: int) -> dict[str, Any]:
-        """One optimiser step on the next ``batch_size`` examples; the loss is the mean NLL per trained token."""
+        """One optimiser step on the next ``batch_size`` examples (this rank's share of them); the loss is the mean NLL
+        per trained token of the whole step."""
         cfg = self.cfg
         start = time.perf_counter()
         batch = [self.examples[i] for i in self.order.take(cfg.batch_size)]
         lr = self.set_lr(step)
-        prefix, mbs = self.micro_batches(batch)
-        targets = sum(mb.num_targets for mb in mbs)
+        mine = self.dist.share(batch)
+        prefix, mbs = self.micro_batches(mine) if mine else (None, [])
+        targets, micro = self.dist.reduce(sum(mb.num_targets for mb in mbs), len(mbs))
         loss_sum = 0.0
         for mb in mbs:
             loss = completion_nll(self.model, mb, self.autocast, prefix) / targets
@@ -80,12 +84,12 @@ class SFTTrainer(Trainer):
             loss_sum += loss.item()
         if prefix is not None:
             prefix.backward()
-        grad_norm = self.optimizer_step(step, loss_sum)
-        wall = time.perf_counter() - start
+        loss_sum, grad_norm = self.optimizer_step(step, loss_sum)
+        shared = 0 if prefix is None else prefix.mask.size(1)
+        wall, shared = self.dist.reduce(time.perf_counter() - start, shared, op="max")
         tokens = sum(len(ex) for ex in batch)  # the examples' tokens, however they were batched
         return {"loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "trained_tokens": targets,
-                "micro_batches": len(mbs), "shared_prefix": 0 if prefix is None else prefix.mask.size(1),
-                "tokens_per_s": tokens / wall, "time_step_s": wall,
+                "micro_batches": micro, "shared_prefix": shared, "tokens_per_s": tokens / wall, "time_step_s": wall,
                 "epoch": self.order.epoch}
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
     checkpoints/step-000010/
         model/            save_pretrained of the policy (a full model, or a LoRA adapter)
         optimizer.pt      optimiser state
-        state.pt          step, data position, torch/CUDA/python/numpy RNG states (tensors and plain lists only)
+        state.pt          step, data position, torch/CUDA/python/numpy RNG states of each process (rank), as
+                          tensors and plain lists only
         config.json       the run's config, to refuse a resume that would change results
 
 Every file and the directory are fsynced before the rename, so a checkpoint directory either exists
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ahalab.config import changed_settings, to_dict
+from ahalab.errors import UserError
 from ahalab.training.card import write_model_card
 
 PREFIX = "step-"
@@ -73,9 +76,11 @@ def fsync_dir(path: Path) -> None:
 
 def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer: Any,
                     optimizer: torch.optim.Optimizer, data_position: int, keep: int,
-                    config: dict[str, Any] | None = None, method: str | None = None) -> Path:
+                    config: dict[str, Any] | None = None, method: str | None = None,
+                    rng: list[dict[str, Any]] | None = None) -> Path:
     """Write checkpoint ``step`` and delete all but the newest ``keep`` (>= 1); with ``method`` its model
-    directory gets a model card too (it is a loadable HF model like the final one)."""
+    directory gets a model card too (it is a loadable HF model like the final one). ``rng``: every rank's
+    ``rng_state()``, in rank order (default: this process's)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (got {keep}); a run that keeps no checkpoints writes none")
     root = checkpoint_dir(run_path)
@@ -90,7 +95,7 @@ def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer
     if method is not None:
         write_model_card(tmp / "model", method, config or {})
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save({"step": step, "data_position": data_position, "rng": rng_state()}, tmp / "state.pt")
+    torch.save({"step": step, "data_position": data_position, "rng": rng or [rng_state()]}, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(config or {}, default=str, sort_keys=True))
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)
@@ -118,9 +123,23 @@ def checkpoint_config(path: Path) -> dict[str, Any]:
     return json.loads(f.read_text()) if f.exists() else {}
 
 
-def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the optimiser and RNG states from checkpoint ``path``; returns its step and data position."""
+def check_resumable(path: Path, cfg: Any) -> None:
+    """Refuse to resume checkpoint ``path`` under ``cfg`` when a setting that changes results differs (a setting the
+    checkpoint predates counts as its default)."""
+    saved = checkpoint_config(path)
+    changed = changed_settings({**to_dict(type(cfg)()), **saved}, to_dict(cfg), type(cfg).NEUTRAL) if saved else []
+    if changed:
+        raise UserError(f"{path} was written with other settings ({', '.join(changed)}); resuming would mix two "
+                        "runs. Resume with the run's own config.yaml, or pass --allow-config-change")
+
+
+def load_state(path: Path, optimizer: torch.optim.Optimizer, rank: int = 0) -> dict[str, Any]:
+    """Restore the optimiser state and rank ``rank``'s RNG states from checkpoint ``path`` (a rank the checkpoint
+    has none for, resumed on more processes than it was written with, keeps its own); returns its step and data
+    position."""
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     state = torch.load(path / "state.pt", weights_only=True)
-    set_rng_state(state["rng"])
+    ranks = [state["rng"]] if isinstance(state["rng"], dict) else state["rng"]  # a dict: from before per-rank states
+    if rank < len(ranks):
+        set_rng_state(ranks[rank])
     return {"step": state["step"], "data_position": state["data_position"]}

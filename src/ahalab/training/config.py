@@ -25,6 +25,8 @@ class TrainingConfig(Config):
     lora_alpha: int | None = None  # None: 2 x lora_r
     lora_targets: str | list[str] = "all-linear"  # or module names: q_proj,v_proj
     device: str | None = None  # None: cuda when available, else cpu
+    num_processes: int = 1  # training processes on this node (data parallel, ahalab.training.distributed); > 1
+    #                           without a launcher: the command launches itself on that many through accelerate
     threads: int | None = None  # torch threads (None: torch's default)
     seed: int = 0
     checkpoint_every: int = 10  # steps; the last step always checkpoints (unless keep_checkpoints is 0)
@@ -48,6 +50,8 @@ class TrainingConfig(Config):
         check_hub(self.push_to_hub, self.hub_model_id)
         if self.micro_batch_tokens < 1:
             raise UserError(f"micro_batch_tokens must be >= 1 (got {self.micro_batch_tokens})")
+        if self.num_processes < 1:
+            raise UserError(f"num_processes must be >= 1 (got {self.num_processes})")
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "lora_r"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")

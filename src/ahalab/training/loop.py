@@ -11,6 +11,10 @@ guard), and returns its metrics (to metrics.jsonl and the ``report_to`` trackers
 RNG and data position from the last checkpoint, refuses a config change that would alter results (unless
 allowed), and drops metric and sample rows logged after that checkpoint (they are redone). With ``push_to_hub``
 the saved model directory then goes to the hub (``ahalab.training.hub``).
+
+With many processes (``ahalab.training.distributed``) every rank runs this loop on its share of each step;
+``optimizer_step`` sums the gradients and the loss over the ranks first, checkpoints keep every rank's RNG
+states, and rank 0 alone writes the run directory (config, metrics, checkpoints, ``finish``, hub push).
 """
 from __future__ import annotations
 
@@ -24,14 +28,15 @@ from typing import Any
 
 import torch
 
-from ahalab.config import changed_settings, to_dict
+from ahalab.config import to_dict
 from ahalab.errors import UserError
 from ahalab.precision import use_bf16
 from ahalab.runs import RunDir, read_jsonl
 from ahalab.training.card import write_model_card
-from ahalab.training.checkpoint import checkpoint_config, latest_checkpoint, load_state, save_checkpoint
+from ahalab.training.checkpoint import check_resumable, latest_checkpoint, load_state, rng_state, save_checkpoint
 from ahalab.training.config import TrainingConfig
 from ahalab.training.data_order import DataOrder
+from ahalab.training.distributed import Distributed
 from ahalab.training.hub import push_run
 from ahalab.training.schedule import lr_at
 from ahalab.training.trackers import Trackers
@@ -77,13 +82,15 @@ class Trainer(ABC):
         if cfg.threads:
             _set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dist = Distributed(cfg.device)
+        self.device = self.dist.device
         self.autocast = use_bf16(cfg.bf16, self.device.type)
         self.model_dir = resolve_model(cfg.model)
         self.checkpoint = latest_checkpoint(run.path) if resume else None
         if self.checkpoint is not None and not allow_config_change:
-            self._check_resumable(self.checkpoint)
-        run.write_config(to_dict(cfg))  # after the check: a refused resume leaves the run's config as it was
+            check_resumable(self.checkpoint, cfg)
+        if self.dist.main:  # after the check: a refused resume leaves the run's config as it was
+            run.write_config(to_dict(cfg))
         full = self.checkpoint is not None and not cfg.lora_r
         self.model, self.tokenizer = load_model(str(self.checkpoint / "model") if full else self.model_dir)
         if cfg.lora_r:
@@ -95,22 +102,18 @@ class Trainer(ABC):
         self.step = 0
         self.resuming = resume
 
-    def _check_resumable(self, ckpt: Path) -> None:
-        saved = checkpoint_config(ckpt)
-        changed = changed_settings(saved, to_dict(self.cfg), type(self.cfg).NEUTRAL) if saved else []
-        if changed:
-            raise UserError(f"{ckpt} was written with other settings ({', '.join(changed)}); resuming would mix two "
-                            "runs. Resume with the run's own config.yaml, or pass --allow-config-change")
-
     def resume(self) -> None:
         """Continue from the last checkpoint (if resuming); drop rows logged after it."""
         if not self.resuming:
             return
         if self.checkpoint is not None:
-            state = load_state(self.checkpoint, self.optimizer)
+            state = load_state(self.checkpoint, self.optimizer, self.dist.rank)
             self.step, self.order.position = state["step"], state["data_position"]
             self.resumed()
-            print(f"resuming from {self.checkpoint} (step {self.step})")
+            if self.dist.main:
+                print(f"resuming from {self.checkpoint} (step {self.step})")
+        if not self.dist.main:
+            return
         for name in LOGGED:
             if self.run.file(name).exists():
                 rows = read_jsonl(self.run.file(name), tolerate_torn_tail=True)
@@ -138,13 +141,14 @@ class Trainer(ABC):
         the saved model directory, the one ``push_to_hub`` uploads)."""
 
     def record(self, step: int, metrics: dict[str, Any]) -> None:
-        """A metrics row: to metrics.jsonl and the trackers of ``report_to``."""
-        self.run.log_metrics(step, **metrics)
-        self.trackers.log(step, metrics)
+        """A metrics row (the same on every rank): to metrics.jsonl and the trackers of ``report_to``, by rank 0."""
+        if self.dist.main:
+            self.run.log_metrics(step, **metrics)
+            self.trackers.log(step, metrics)
 
-    def train(self) -> dict[str, Any]:
-        """Run (or continue) to ``total_steps``; returns the summary."""
-        self.trackers = Trackers(self.cfg.report_to, self.run.path, to_dict(self.cfg))
+    def train(self) -> dict[str, Any] | None:
+        """Run (or continue) to ``total_steps``; returns the summary (None on ranks other than 0)."""
+        self.trackers = Trackers(self.cfg.report_to if self.dist.main else [], self.run.path, to_dict(self.cfg))
         try:
             if self.step == 0:
                 self.start()
@@ -152,12 +156,18 @@ class Trainer(ABC):
                 step = self.step + 1
                 metrics = self.train_step(step)
                 self.record(step, metrics)
-                self.log(step, metrics)
+                if self.dist.main:
+                    self.log(step, metrics)
                 self.step = step
                 every = self.cfg.checkpoint_every
                 if self.cfg.keep_checkpoints and (step == self.total_steps or (every and step % every == 0)):
-                    save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer,
-                                    self.order.position, self.cfg.keep_checkpoints, to_dict(self.cfg), self.METHOD)
+                    rng = self.dist.gather([rng_state()])  # every rank's, for an exact resume
+                    if self.dist.main:
+                        save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer,
+                                        self.order.position, self.cfg.keep_checkpoints, to_dict(self.cfg),
+                                        self.METHOD, rng)
+            if not self.dist.main:
+                return None
             summary = self.finish()
             if self.cfg.push_to_hub:  # after finish() saved the model and summary.json: a failed push loses nothing
                 push_run(self.run, summary, summary["trained_model"], repo_id=self.cfg.hub_model_id,
@@ -176,8 +186,11 @@ class Trainer(ABC):
             group["lr"] = lr
         return lr
 
-    def optimizer_step(self, step: int, loss: float) -> float:
-        """Clip the accumulated gradients, stop on a non-finite loss or gradient, step AdamW; returns the norm."""
+    def optimizer_step(self, step: int, loss: float) -> tuple[float, float]:
+        """Sum the accumulated gradients and ``loss`` (this rank's part of the step's loss) over the ranks, clip, stop
+        on a non-finite loss or gradient, step AdamW; returns the step's loss and the gradient norm."""
+        self.dist.sync_gradients(self.params)
+        loss, = self.dist.reduce(loss)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             last = latest_checkpoint(self.run.path)
@@ -186,7 +199,7 @@ class Trainer(ABC):
                                 "perhaps with a lower lr or max_grad_norm)")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+        return loss, grad_norm
 
     def save_model(self, results: dict[str, Any] | None = None) -> Path:
         """The trained model as a plain HF directory (LoRA merged), for engines and evaluation, with its model

@@ -1,0 +1,190 @@
+"""Many training processes on one node, through accelerate: data parallelism written once for GRPO and SFT.
+
+    accelerate launch --multi_gpu --num_processes 2 -m ahalab sft ...   # or torchrun --nproc_per_node 2 -m ahalab ...
+    ahalab sft --num-processes 2 ...                                    # the same, launched by ahalab itself
+
+Every process (rank) loads the same model and takes the same global data order; each step, every rank works
+on its contiguous share of the step's prompts or examples (``share``; a GRPO group never splits), losses are
+normalised by the step's global counts, and the gradients are summed across ranks once per optimiser step
+(``sync_gradients``), so every rank takes the same AdamW step as one process on the whole batch would.
+accelerate's ``Accelerator`` provides the process group (gloo on CPU, NCCL on GPU), each rank's device, the
+split and the collectives; the model is not wrapped in DDP: the loop's forwards call the decoder and the LM
+head directly (a shared prompt's KV cache, ``ahalab.models.prefix``) and backpropagate in several pieces per
+step, which never run DDP's forward hooks, so gradients are reduced explicitly, one all-reduce per bucket.
+
+Rank 0 alone writes the run directory (config, metrics, samples, checkpoints, model, reports, hub push); the
+other ranks write nothing there. With one process every helper here is the identity: nothing is reduced,
+nothing changes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import torch
+
+from ahalab.errors import UserError
+
+if TYPE_CHECKING:
+    from ahalab.runs import RunDir
+    from ahalab.training.config import TrainingConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BUCKET = 1 << 24  # gradient elements per all-reduce
+RELAUNCHED = "AHALAB_RELAUNCHED"  # set for the processes `--num-processes` launched (their parent reports)
+
+
+def launched_world() -> int:
+    """Processes a launcher (torchrun, accelerate launch) started this one among; 1 without a launcher."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class Distributed:
+    """This process's place among the training processes (accelerate's ``Accelerator``) and the collectives the
+    training loop needs; with one process each of them returns its input."""
+
+    def __init__(self, device: str | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
+
+        cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
+        self.accelerator = Accelerator(cpu=cpu)  # cpu: accelerate only makes a gloo group when told so
+        kind = self.accelerator.distributed_type
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.main = self.accelerator.is_main_process
+        if self.world != launched_world():
+            raise UserError(f"launched as one of {launched_world()} processes but accelerate set up {self.world}")
+        # accelerate's launcher asks for sharding in the environment; on CPU its Accelerator would ignore that
+        sharded = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true"]
+        if sharded or kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+            raise UserError(f"accelerate is set up for {sharded[0] if sharded else kind.value}; ahalab's training "
+                            "loop runs data parallel only (recipes/accelerate/ddp_cpu.yaml, ddp_gpu.yaml or "
+                            "--num-processes): it does not shard parameters yet (FSDP2, DeepSpeed ZeRO-2/3), see "
+                            "docs/scaling.md")
+        if self.world > 1 and device not in (None, "cpu", "cuda"):
+            raise UserError(f"device {device!r}: with {self.world} processes each rank takes its own device "
+                            "(device: cpu, cuda or unset)")
+        # one process: the device as before accelerate (cuda when available); many: each rank's (cuda:<local rank>)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")) if self.world == 1 \
+            else self.accelerator.device
+        if self.world > 1:
+            log.info("rank %d of %d on %s, %s backend", self.rank, self.world, self.device,
+                     torch.distributed.get_backend())
+
+    def share(self, items: list[T]) -> list[T]:
+        """This rank's contiguous part of ``items`` (the first ranks take one more when they do not divide)."""
+        if self.world == 1:
+            return items
+        with self.accelerator.split_between_processes(items) as part:
+            return list(part)
+
+    def gather(self, items: list[T]) -> list[T]:
+        """Every rank's ``items``, concatenated in rank order, on every rank."""
+        if self.world == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)  # all_gather_object, flattened
+
+    def reduce(self, *values: float, op: Literal["sum", "max"] = "sum") -> tuple[Any, ...]:
+        """The sums (or maxima) of ``values`` over the ranks, each returned as the type it came in (ints stay ints)."""
+        if self.world == 1:
+            return values
+        from accelerate.utils import reduce
+
+        total = reduce(torch.tensor(values, dtype=torch.float64, device=self.device), op).tolist()
+        return tuple(type(v)(t) for v, t in zip(values, total))
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([obj])[0]
+
+    def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum the gradients of ``params`` over the ranks (a rank that ran no backward adds zeros), in buckets of
+        ``BUCKET`` elements; afterwards every rank holds the whole step's gradient."""
+        if self.world == 1:
+            return
+        from accelerate.utils import reduce
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        bucket: list[torch.Tensor] = []
+        for i, g in enumerate(grads):
+            bucket.append(g)
+            if i == len(grads) - 1 or sum(b.numel() for b in bucket) + grads[i + 1].numel() > BUCKET:
+                flat = reduce(torch.cat([b.reshape(-1) for b in bucket]), "sum")  # [n]
+                for b, part in zip(bucket, flat.split([b.numel() for b in bucket])):
+                    b.copy_(part.view_as(b))
+                bucket = []
+        for p, g in zip(params, grads):
+            p.grad = g
+
+
+def train_run(command: str, cfg: TrainingConfig, resume: bool, allow_config_change: bool,
+              train: Callable[[RunDir], dict[str, Any] | None]) -> tuple[dict[str, Any], Path] | None:
+    """``train`` the run of `ahalab COMMAND` (``cfg.out``; ``zero``, ``sft``, also their recipe stages).
+
+    Without a launcher and with ``cfg.num_processes`` > 1, launch `ahalab COMMAND` on that many processes
+    through accelerate's launcher on this resolved config and return the summary their rank 0 wrote. Otherwise
+    train in this process (one of a launched run's ranks, or the only process). Returns (summary, run directory)
+    where they are to be reported: None on ranks other than 0 and in the processes a parent launched."""
+    from ahalab.runs import RunDir
+
+    if cfg.num_processes > 1 and launched_world() == 1:
+        return launch(command, cfg, resume, allow_config_change)
+    dist = Distributed(cfg.device)
+    if dist.world > 1 and cfg.num_processes not in (1, dist.world):
+        raise UserError(f"num_processes is {cfg.num_processes} but the launcher started {dist.world} processes")
+    cfg.num_processes = dist.world
+    run = RunDir.create(cfg.out, command) if dist.main else None
+    path = dist.broadcast(str(run.path) if run else None)  # the directory rank 0 named (a timestamp by default)
+    cfg.out = cfg.out or (path if dist.world > 1 else None)
+    summary = train(run or RunDir(path))
+    return (summary, run.path) if run and summary is not None and not os.environ.get(RELAUNCHED) else None
+
+
+def launch(command: str, cfg: TrainingConfig, resume: bool, allow_config_change: bool) -> tuple[dict[str, Any], Path]:
+    """Run `ahalab COMMAND` on ``cfg.num_processes`` processes of this node (accelerate's launcher, torchrun
+    underneath) on ``cfg`` as resolved here, written to the run's config.yaml; returns the summary they wrote and the
+    run directory."""
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from ahalab.config import to_dict
+    from ahalab.runs import RunDir
+    from ahalab.training.checkpoint import check_resumable, latest_checkpoint
+
+    run = RunDir.create(cfg.out, command)
+    ckpt = latest_checkpoint(run.path) if resume else None
+    if ckpt is not None and not allow_config_change:
+        check_resumable(ckpt, cfg)  # here, before config.yaml changes, as the trainer would
+    run.write_config(to_dict(cfg))  # the ranks read exactly this config
+    args = [command, "--out", str(run.path), *(["--resume"] if resume else ["--config", str(run.file("config.yaml"))]),
+            *(["--allow-config-change"] if allow_config_change else [])]
+    with socket.socket() as s:  # a free port for the ranks' rendezvous (runs side by side do not collide)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # --multi_gpu selects accelerate's torchrun launcher on CPUs too (its --cpu launcher starts one process);
+    # each rank then makes a gloo group on CPU, NCCL on GPUs (Distributed)
+    launcher = launch_command_parser().parse_args(
+        ["--multi_gpu", "--num_processes", str(cfg.num_processes), "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "ahalab", *args])
+    os.environ[RELAUNCHED] = "1"
+    try:
+        launch_command(launcher)
+    except ChildFailedError as e:
+        exits = ", ".join(f"rank {rank}: exit {f.exitcode}" for rank, f in e.failures.items())
+        raise UserError(f"the {cfg.num_processes} training processes of {run.path} stopped ({exits}); their messages "
+                        "are above") from None
+    finally:
+        del os.environ[RELAUNCHED]
+    return json.loads(run.file("summary.json").read_text()), run.path

@@ -124,10 +124,15 @@ def test_an_interrupted_ray_run_resumes_from_the_cache(tmp_path, monkeypatch):
     assert _rows(cache) == _rows(tmp_path / "one" / "traces.jsonl") and len(_rows(cache)) == 600
 
 
-def test_workers_are_checked_before_anything_starts(tmp_path):
+def test_bad_worker_settings_are_user_errors(tmp_path):
+    """Checked before anything starts, or refused by the teacher in the workers: the single-process message."""
     from ahalab.errors import UserError
 
     with pytest.raises(UserError, match="workers must be >= 1"):
         DataConfig(workers=0, out=str(tmp_path)).validate()
     with pytest.raises(UserError, match="openai teacher is concurrent"):
         DataConfig(teacher="openai", base_url="http://127.0.0.1:1/v1", teacher_model="m", workers=2).validate()
+    problems = tmp_path / "q.jsonl"
+    problems.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n')
+    with pytest.raises(UserError, match="^no program teacher for task 'gsm8k'"):
+        build_dataset(DataConfig(task="gsm8k", data=str(problems), workers=2, out=str(tmp_path / "d")))

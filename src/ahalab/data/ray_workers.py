@@ -23,6 +23,7 @@ the chunks (hence the seeds) are ahalab's, where Ray Data's blocks, their retrie
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ahalab.data.teachers import Emit, Key, Teacher, Trace
+from ahalab.errors import UserError
 from ahalab.types import Problem
 
 log = logging.getLogger(__name__)
@@ -47,14 +49,20 @@ class TeacherWorker:
         from ahalab.logs import configure
 
         configure()  # the engines' and libraries' logs held back, as in the driver
-        self.teacher = build()
+        self.error: UserError | None = None
+        try:
+            self.teacher = build()
+        except UserError as e:  # a setting the teacher refuses: raised by ``identity``, for the driver to report
+            self.error = e
 
     def pid(self) -> int:
         return os.getpid()
 
-    def identity(self) -> tuple[str, dict[str, Any]]:
-        """What keys the cache: the teacher's name and settings."""
-        return self.teacher.name, self.teacher.settings()
+    def identity(self) -> tuple[str, str]:
+        """What keys the cache: the teacher's name and settings (as JSON, to compare workers by)."""
+        if self.error is not None:
+            raise self.error
+        return self.teacher.name, json.dumps(self.teacher.settings(), sort_keys=True, default=str)
 
     def chunks(self, todo: Chunk) -> list[Chunk]:
         return self.teacher.chunks(todo)
@@ -78,20 +86,30 @@ class RayTeacher(Teacher):
                  address: str | None = None) -> None:
         import ray
 
+        from ahalab.logs import level
+
         self.started_ray = not ray.is_initialized()
-        if self.started_ray:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        if self.started_ray:  # Ray's own logs at the libraries' level (ERROR unless ahalab -v)
+            ray.init(address=address, include_dashboard=False, logging_level=level())
         actor = ray.remote(TeacherWorker).options(max_restarts=RESTARTS, max_task_retries=0,
                                                   **{"num_cpus": 1, **(worker_options or {})})
         self.workers = [actor.remote(build) for _ in range(workers)]
         self.retried = 0  # chunks handed out again after their worker died
-        try:
-            pids = ray.get([w.pid.remote() for w in self.workers])  # every worker built, or its error raised here
-            self.name, self._settings = ray.get(self.workers[0].identity.remote())
-        except BaseException:
+        try:  # every worker built, or its error raised here
+            identities = set(ray.get([w.identity.remote() for w in self.workers]))
+        except BaseException as e:
             self.close()
+            cause = getattr(e, "cause", None)  # a UserError in the worker: reported as one process reports it
+            if isinstance(cause, UserError):
+                raise cause from None
             raise
-        log.info("ray: %d workers for %s (pids %s)", workers, self.name, ", ".join(map(str, pids)))
+        if len(identities) > 1:
+            self.close()
+            raise UserError(f"the Ray workers built different teachers (other model files on other nodes?): "
+                            f"{sorted(identities)}")
+        (self.name, settings), = identities
+        self._settings = json.loads(settings)
+        log.info("ray: %d workers for %s", workers, self.name)
 
     def settings(self) -> dict[str, Any]:
         return self._settings

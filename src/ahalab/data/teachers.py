@@ -370,6 +370,7 @@ class EngineTeacher(Teacher):
                 "weights": [content_digest(w) for w in weights] or str(self.engine.model_dir)}
 
     def close(self) -> None:
+        """Closes the engine: for whoever made it."""
         self.engine.close()
 
     def chunks(self, todo: list[tuple[Problem, int]]) -> list[list[tuple[Problem, int]]]:

@@ -420,3 +420,31 @@ def test_cache_is_keyed_by_content_not_row_numbers(tmp_path):
     cd = [Problem("cd-0", "Using [3, 5, 7] make 22", "22", {"numbers": [3, 5, 7], "target": 22})]
     direct, search = CountdownTeacher(0, 0, name="cd"), CountdownTeacher(3, 1, name="cd")  # same name
     assert direct.content_key(cd[0]) != search.content_key(cd[0])  # settings are part of the key
+
+
+# --- Ray workers (tests/test_ray_data.py runs them) -----------------------------------------------
+
+
+def test_without_workers_no_ray_is_imported_and_without_ray_workers_are_refused(tmp_path, monkeypatch):
+    """The default path is one process and never imports Ray; workers without Ray installed is a UserError
+    before anything starts; workers never make a recipe stage stale (they do not change the rows)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from ahalab.pipeline import Stage, stage_hash
+    from ahalab.stages import load_stage_kinds
+
+    code = ("import sys; from ahalab.data.build import DataConfig, build_dataset; "
+            f"build_dataset(DataConfig(task='arithmetic', limit=5, out={str(tmp_path / 'd')!r})); "
+            "assert not {'ray', 'ahalab.data.ray_workers'} & set(sys.modules), 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    with pytest.raises(UserError, match="not installed"):
+        build_dataset(DataConfig(task="arithmetic", limit=5, workers=2, out=str(tmp_path / "e")))
+    assert not (tmp_path / "e").exists()
+    load_stage_kinds()
+    config = {"task": "arithmetic", "limit": 5}
+    assert stage_hash(Stage(0, "d", "distill_data", config), {}) == \
+        stage_hash(Stage(0, "d", "distill_data", {**config, "workers": 2, "worker_options": {"num_gpus": 1}}), {})

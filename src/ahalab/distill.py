@@ -116,7 +116,7 @@ def run_distill_command(args: argparse.Namespace) -> int:
     from ahalab.config import load_config
     from ahalab.data.commands import nested_flags
 
-    nest = ("task", "teacher", "teacher_model", "base_url", "samples", "journey", "limit")
+    nest = ("task", "teacher", "teacher_model", "base_url", "samples", "journey", "limit", "workers")
     cfg = load_config(DistillConfig, recipe_path(args), args.overrides, nested_flags(args, nest))
     summary, run = run_distill(cfg, resume=args.resume)
     for model, evals in summary["accuracy"].items():

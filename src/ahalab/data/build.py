@@ -10,10 +10,14 @@ after generation, and no teacher call is wasted on them). Outputs in the dataset
     shortcut_tokens.jsonl   shortcut traces of more problems, as many assistant tokens as journey.jsonl
     decontamination.json    what was removed and why;  summary.json  counts;  README.md  the card
 
-With ``push_to_hub`` the directory then goes to the hub as a dataset repo (``ahalab.training.hub``).
+With ``workers: N`` the teacher (program or engine) runs as a Ray job on N workers writing the same cache
+(``ahalab.data.ray_workers``); unset, everything runs in this process. With ``push_to_hub`` the directory then
+goes to the hub as a dataset repo (``ahalab.training.hub``).
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -67,8 +71,13 @@ class DataConfig(Config):
     #                           failed push keeps the data, is recorded in summary.json and exits non-zero
     hub_dataset_id: str | None = None  # "name" (your namespace) or "owner/name"; None: the directory's name
     hub_private_repo: bool | None = None  # create the repo private; None: the namespace's default
+    # Ray (pip install 'ahalab[ray]'): the teacher on N workers, the same traces and cache as in one process
+    workers: int | None = None  # None: one process (no Ray); N: a Ray job on N workers (program, engine teachers)
+    worker_options: dict[str, Any] | None = None  # Ray resources per worker, e.g. {num_gpus: 1} (default num_cpus 1)
+    ray_address: str | None = None  # the Ray cluster to join ("auto", "ray://head:10001"); None: $RAY_ADDRESS or
+    #                                 a new local Ray
 
-    NEUTRAL: ClassVar[frozenset[str]] = Config.NEUTRAL | HUB_KEYS
+    NEUTRAL: ClassVar[frozenset[str]] = Config.NEUTRAL | HUB_KEYS | {"workers", "worker_options", "ray_address"}
 
     def validate(self) -> None:
         from ahalab.prompts import get_format
@@ -89,12 +98,24 @@ class DataConfig(Config):
         if cfg.teacher == "openai" and not (cfg.base_url and cfg.teacher_model):
             raise UserError("the openai teacher needs base_url and teacher_model")
         check_hub(cfg.push_to_hub, cfg.hub_dataset_id, "hub_dataset_id")
+        if cfg.workers is not None:
+            if cfg.workers < 1:
+                raise UserError(f"workers must be >= 1 (got {cfg.workers}); leave it unset for one process")
+            if cfg.teacher == "openai" or cfg.journey == "search":
+                raise UserError("workers run program and engine teachers; the openai teacher is concurrent already "
+                                "(teacher_options.concurrency) and journey 'search' asks no teacher")
+            if importlib.util.find_spec("ray") is None:
+                raise UserError("workers: N runs on Ray, which is not installed: pip install 'ahalab[ray]' (or "
+                                "leave workers unset)")
 
 
 def make_teacher(cfg: DataConfig, task: Any, engine: Any = None) -> Any:
-    """The teacher ``cfg`` names, for ``task`` (``engine``: an already built engine for the engine teacher)."""
+    """The teacher ``cfg`` names, for ``task`` (``engine``: an already built engine for the engine teacher); with
+    ``workers``, a RayTeacher whose workers each build that teacher (and their own engine)."""
     from ahalab.data import programs, teachers
 
+    if cfg.workers is not None:
+        return _ray_teacher(cfg, engine)
     options = dict(cfg.teacher_options or {})
     if cfg.teacher == "program":
         if cfg.task not in programs.PROGRAM_TEACHERS:
@@ -109,6 +130,28 @@ def make_teacher(cfg: DataConfig, task: Any, engine: Any = None) -> Any:
 
         engine = engine_for(cfg.teacher_model or cfg.model, cfg.engine, seed=cfg.seed)
     return teachers.EngineTeacher(engine, task, **common, **options)
+
+
+def teacher_from_config(cfg: DataConfig) -> Any:
+    """The single-process teacher ``cfg`` names, its task built from ``cfg`` too (what each Ray worker runs)."""
+    from ahalab.tasks import get_task
+
+    return make_teacher(cfg, get_task(cfg.task, **(cfg.task_options or {})))
+
+
+def _ray_teacher(cfg: DataConfig, engine: Any) -> Any:
+    """``cfg``'s teacher on ``cfg.workers`` Ray workers; the model is fetched here first, once, not by each worker."""
+    import functools
+
+    from ahalab.data.ray_workers import RayTeacher
+    from ahalab.models import resolve_model
+
+    if engine is not None:
+        raise UserError("with workers, each Ray worker builds its own engine: pass no engine (or unset workers)")
+    one = dataclasses.replace(cfg, workers=None)
+    if cfg.teacher == "engine":
+        one.teacher_model = resolve_model(cfg.teacher_model or cfg.model)
+    return RayTeacher(functools.partial(teacher_from_config, one), cfg.workers, cfg.worker_options, cfg.ray_address)
 
 
 def _tokenizer(cfg: DataConfig):
@@ -142,9 +185,11 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
     else:
         teacher = make_teacher(cfg, task, engine)
         teacher_name = teacher.name
-        traces = teacher.generate(problems, cfg.samples, cache=run.file("traces.jsonl"))
-        if engine is None and getattr(teacher, "engine", None) is not None:
-            teacher.engine.close()  # made here: closed before whatever runs next starts an engine
+        try:
+            traces = teacher.generate(problems, cfg.samples, cache=run.file("traces.jsonl"))
+        finally:
+            if engine is None:
+                teacher.close()  # made here (an engine, Ray workers): closed before whatever runs next starts one
         graded = grade_traces(task, problems, traces)
         selection = rejection_sample(graded, cfg.filters, None if cfg.journey else cfg.per_problem, cfg.lang, tokenize)
         stats, selection_summary = selection.stats, selection.summary

@@ -14,7 +14,9 @@ DATA_EPILOG = """examples:
 
 Keys: ahalab/data/build.py: DataConfig. Teachers: program (arithmetic, countdown, codegen), openai (any
 OpenAI-compatible endpoint; key from $OPENAI_API_KEY), engine (a local model; default: the student).
-The teacher cache traces.jsonl makes a killed job resume where it stopped.
+The teacher cache traces.jsonl makes a killed job resume where it stopped. --workers N (with Ray) makes the
+traces on N workers, the driver writing the same cache: `ahalab data --teacher engine --workers 4
+'worker_options={num_gpus: 1}' ...` on a GPU node, ray_address=auto to join a running cluster.
 """
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -25,6 +27,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, help="teacher samples per problem")
     p.add_argument("--journey", choices=["samples", "search"], help="also build journey traces with their shortcuts")
     p.add_argument("--limit", type=int, help="problems drawn (before decontamination)")
+    p.add_argument("--workers", type=int, help="run the teacher (program, engine) as a Ray job on N workers, into "
+                   "the same resumable cache (needs ray: pip install 'ahalab[ray]'); default: one process")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,9 @@ reads the file, skips the keys it holds and produces only the rest, so a job kil
 an output folder reused with another file or other settings never hands back traces written for other
 questions (problem ids of file tasks are row numbers, so ids alone cannot tell).
 
+``chunks`` and ``produce_chunk`` cut the work into units whose traces depend only on the unit and its
+index, which ``ahalab.data.ray_workers.RayTeacher`` hands to Ray workers (the driver alone writes the cache).
+
 Teachers here: ``OpenAITeacher`` (any OpenAI-compatible chat endpoint: DeepSeek's API, ``vllm
 serve``, ...), ``EngineTeacher`` (a local model through an ahalab Engine; the model is its own
 teacher for STaR-style self-distillation); program teachers live in ``ahalab.data.programs``.
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 Key = tuple[str, int]  # (problem id, sample index): what a teacher's _produce reports failures by
 Emit = Callable[["Trace"], None]
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+CHUNK_ITEMS = 256  # (problem, sample) pairs per unit of work, for teachers without chunks of their own
 
 
 class TeacherError(UserError, RuntimeError):
@@ -156,6 +160,17 @@ class Teacher(ABC):
 
         Returns the failures as (key, error message); an empty list when all succeeded.
         """
+
+    def chunks(self, todo: list[tuple[Problem, int]]) -> list[list[tuple[Problem, int]]]:
+        """``todo`` in units of work that ``produce_chunk`` makes independently, anywhere, in any order."""
+        return [todo[lo:lo + CHUNK_ITEMS] for lo in range(0, len(todo), CHUNK_ITEMS)]
+
+    def produce_chunk(self, index: int, chunk: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
+        """``_produce`` for unit ``index`` of ``chunks(todo)``: its traces depend only on the unit and ``index``."""
+        return self._produce(chunk, emit)
+
+    def close(self) -> None:
+        """Release what the teacher holds (an engine, workers); a no-op for most."""
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None,
@@ -354,23 +369,40 @@ class EngineTeacher(Teacher):
         return {**super().settings(), "engine": self.engine.name,
                 "weights": [content_digest(w) for w in weights] or str(self.engine.model_dir)}
 
-    def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
+    def close(self) -> None:
+        """Closes the engine: for whoever made it."""
+        self.engine.close()
+
+    def chunks(self, todo: list[tuple[Problem, int]]) -> list[list[tuple[Problem, int]]]:
+        """All missing samples of ``chunk_size`` problems at a time, in problem order."""
+        by_problem: dict[str, list[tuple[Problem, int]]] = {}
+        for problem, index in todo:
+            by_problem.setdefault(problem.id, []).append((problem, index))
+        groups = list(by_problem.values())
+        return [[item for group in groups[lo:lo + self.chunk_size] for item in group]
+                for lo in range(0, len(groups), self.chunk_size)]
+
+    def produce_chunk(self, index: int, chunk: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
+        """One ``generate`` call for the chunk's problems, all their samples, seeded with ``seed + index``."""
         from ahalab.sampling import sample
 
         missing: dict[str, set[int]] = {}
         problems: list[Problem] = []
-        for problem, index in todo:
+        for problem, i in chunk:
             if problem.id not in missing:
                 missing[problem.id] = set()
                 problems.append(problem)
-            missing[problem.id].add(index)
-        for ci, lo in enumerate(range(0, len(problems), self.chunk_size)):
-            chunk = problems[lo:lo + self.chunk_size]
-            n = max(max(missing[p.id]) for p in chunk) + 1
-            groups = sample(self.engine, self.task, chunk, self.fmt, n=n, temperature=self.temperature,
-                            top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed + ci, chunk_size=len(chunk))
-            for problem, group in zip(chunk, groups):
-                for s in (group[i] for i in sorted(missing[problem.id])):
-                    emit(Trace(teacher=self.name, problem_id=problem.id, sample=s.index, text=s.text,
-                               finish_reason=s.finish_reason, tokens=s.tokens))
+            missing[problem.id].add(i)
+        n = max(max(indices) for indices in missing.values()) + 1
+        groups = sample(self.engine, self.task, problems, self.fmt, n=n, temperature=self.temperature,
+                        top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed + index, chunk_size=len(problems))
+        for problem, group in zip(problems, groups):
+            for s in (group[i] for i in sorted(missing[problem.id])):
+                emit(Trace(teacher=self.name, problem_id=problem.id, sample=s.index, text=s.text,
+                           finish_reason=s.finish_reason, tokens=s.tokens))
+        return []
+
+    def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
+        for index, chunk in enumerate(self.chunks(todo)):
+            self.produce_chunk(index, chunk, emit)
         return []

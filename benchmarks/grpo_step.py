@@ -8,9 +8,11 @@ Same as the TRL baseline: "What is A + B?" (A, B in 1..50), the answer inside <a
 for the right number in the tags else 0.0; the user message alone through the chat template; full
 fine-tuning, fp32, lr 1e-5, beta 0, one optimisation step per batch, TRL's default loss (token mean,
 group std scaling, epsilon 0.2 both sides), temperature 1. The first step is a warm-up and is not counted.
-``--bf16`` / ``--lora-r`` measure ahalab's faster settings. Prints one JSON line: median step time and its
-split into rollout / train / sync, generated tokens per step and per second, and the share of sequences
-that reached the update (zero-advantage groups are skipped).
+``--reward`` as the baseline's: ``strict`` (the number inside the tags), ``lenient`` (the task's verifier: the
+right number anywhere), ``dense`` (``-|characters - 100| / 100``: every group has signal, every sequence is
+trained on both sides: the full cost of an update). ``--bf16`` / ``--lora-r`` measure ahalab's faster settings.
+Prints one JSON line: median step time and its split into rollout / train / sync, generated tokens per step
+and per second, and the share of sequences that reached the update (zero-advantage groups are skipped).
 """
 from __future__ import annotations
 
@@ -55,6 +57,15 @@ def answer_tag_accuracy(completions: list, answer: list[str], **_) -> list[float
     return out
 
 
+@register
+def length_near_100(completions: list, **_) -> list[float | None]:
+    """The baseline's dense reward: ``-|characters - 100| / 100``, distinct within almost every group."""
+    return [-abs(len(c) - 100) / 100 for c in contents(completions)]
+
+
+REWARDS = {"strict": "answer_tag_accuracy", "lenient": "accuracy", "dense": "length_near_100"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -67,9 +78,9 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the update (default fp32, as TRL)")
     ap.add_argument("--lora-r", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lenient", action="store_true",
-                    help="reward the right number anywhere (the task's verifier) instead of only inside <answer> tags, "
-                    "so groups carry signal and the update is measured too (not the TRL baseline's reward)")
+    ap.add_argument("--reward", choices=list(REWARDS), default="strict",
+                    help="strict: the number in the <answer> tags (the baseline's default); lenient: the right number "
+                    "anywhere; dense: -|characters - 100| / 100, every sequence trained (as the baseline's flags)")
     a = ap.parse_args()
 
     from ahalab.rl.trainer import ZeroTrainer
@@ -81,7 +92,7 @@ def main() -> None:
         cfg = ZeroConfig(model=a.model, task=BenchAddition.name, task_options={}, train_size=1024, format=str(template),
                          steps=a.steps + 1, prompts_per_step=a.prompts_per_step, generations=a.generations,
                          max_new_tokens=a.max_new_tokens, temperature=1.0, engine=a.engine,
-                         rewards={"accuracy" if a.lenient else "answer_tag_accuracy": 1.0},
+                         rewards={REWARDS[a.reward]: 1.0},
                          loss="dapo", epsilon_high=0.2, dynamic_sampling=False,
                          lr=1e-5, bf16=a.bf16, lora_r=a.lora_r, threads=a.threads or None, seed=a.seed,
                          eval=ZeroEval(every=0), checkpoint_every=0, sample_every=0, out=str(Path(tmp) / "run"))
@@ -93,7 +104,7 @@ def main() -> None:
                                                              "time_sync_s")}
     tokens = [r["completion_tokens_mean"] * r["groups_sampled"] * a.generations for r in rows]
     print(json.dumps({
-        "impl": "ahalab", "engine": trainer.engine.name, "bf16": a.bf16, "lora_r": a.lora_r, "lenient": a.lenient,
+        "impl": "ahalab", "engine": trainer.engine.name, "bf16": a.bf16, "lora_r": a.lora_r, "reward": a.reward,
         "steps": len(rows),
         "median_step_s": med["time_step_s"], "median_rollout_s": med["time_rollout_s"],
         "median_train_s": med["time_train_s"], "median_sync_s": med["time_sync_s"],

@@ -37,6 +37,24 @@ def test_codegen_reference_passes_and_wrong_code_fails() -> None:
         assert task.grade(p, fenced(wrong))[1] < 1.0 and task.self_check(p, fenced(wrong)) is False
 
 
+def test_grade_many_runs_the_programs_in_parallel_with_grade_s_verdicts(monkeypatch) -> None:
+    import threading
+
+    from ahalab.tasks import sandbox
+
+    task = get_task("codegen")
+    problems = task.load(limit=4, seed=3)
+    texts = [fenced(problems[0].meta["solution"]), fenced("def f(:\n"), "   ", fenced(problems[3].meta["solution"])]
+    items = list(zip(problems, texts))
+    threads, run = set(), sandbox.run_tests
+    monkeypatch.setattr(sandbox, "run_tests", lambda *a, **k: threads.add(threading.get_ident()) or run(*a, **k))
+    monkeypatch.setattr(sandbox.os, "cpu_count", lambda: 4)
+    many = task.grade_many(items)
+    assert many == [task.grade(p, t) for p, t in items]
+    assert [score for _, score in many] == [1.0, 0.0, 0.0, 1.0] and many[2][0] is None
+    assert len(threads) > 1  # the sandboxed programs ran side by side
+
+
 def test_code_rewards_and_levels() -> None:
     problems = get_task("codegen", levels=[4]).load(limit=2, seed=0)
     assert all(p.meta["level"] == 4 for p in problems)

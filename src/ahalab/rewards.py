@@ -79,7 +79,9 @@ def combine(rewards: dict[str, Sequence[float | None]], weights: dict[str, float
 def accuracy(completions: list, problem: list, *, task, **_: Any) -> list[float | None]:
     """The task verifier's score (1.0 right, 0.0 wrong; partial credit where the task defines it);
     ``None`` for a prompt without a gold answer (nothing to verify)."""
-    return [task.grade(p, c)[1] if p.answer else None for c, p in zip(contents(completions), problem)]
+    gold = [(p, c) for c, p in zip(contents(completions), problem) if p.answer]
+    scores = iter(score for _, score in task.grade_many(gold))
+    return [next(scores) if p.answer else None for p in problem]
 
 
 @functools.lru_cache(maxsize=2)

@@ -95,13 +95,6 @@ def render_all(engine: Engine, task: Task, problems: list[Problem], fmt: str,
     return [render(engine.tokenizer, task, p.question, fmt, chat=chat) for p in problems]
 
 
-def graded(task: Task, problem: Problem, rendered: Rendered, completion: Completion, index: int = 0,
-           prompt_len: int = 0, wall_s: float = 0.0) -> Sample:
-    """A completion of ``rendered`` graded by ``task`` as a Sample."""
-    answer, score = task.grade(problem, rendered.prefix + completion.text)
-    return Sample(problem, rendered.prompt, rendered.prefix, completion, answer, score, index, prompt_len, wall_s)
-
-
 def sample(engine: Engine, task: Task, problems: list[Problem], fmt: str, *, n: int = 1, temperature: float = 0.0,
            top_p: float = 1.0, max_tokens: int = 512, seed: int = 0, chat: bool | None = None,
            logprobs: bool = False, stop: list[str] | None = None, chunk_size: int | None = None,
@@ -110,8 +103,11 @@ def sample(engine: Engine, task: Task, problems: list[Problem], fmt: str, *, n: 
     rendered = render_all(engine, task, problems, fmt, chat)
     outs, walls = generate(engine, [r.prompt for r in rendered], n, seed=seed, chunk_size=chunk_size, desc=desc,
                            temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, logprobs=logprobs)
+    grades = iter(task.grade_many([(p, r.prefix + c.text) for p, r, comps in zip(problems, rendered, outs)
+                                   for c in comps]))  # all at once: code tasks run the programs in parallel
     result = []
     for problem, r, comps, wall in zip(problems, rendered, outs, walls):
         p_len = prompt_tokens(engine, r.prompt, comps[0]) if comps else 0
-        result.append([graded(task, problem, r, c, j, p_len, wall / len(comps)) for j, c in enumerate(comps)])
+        result.append([Sample(problem, r.prompt, r.prefix, c, *next(grades), j, p_len, wall / len(comps))
+                       for j, c in enumerate(comps)])
     return result

@@ -48,7 +48,8 @@ def grade_traces(task: Task, problems: Sequence[Problem], traces: Sequence[Trace
     wrong = [t.problem_id for t in traces if t.question and t.question != by_id[t.problem_id].question]
     if wrong:
         raise UserError(f"traces answer other questions than problems {', '.join(wrong[:5])} (a stale cache?)")
-    return [GradedTrace(by_id[t.problem_id], t, *task.grade(by_id[t.problem_id], t.full_text())) for t in traces]
+    grades = task.grade_many([(by_id[t.problem_id], t.full_text()) for t in traces])
+    return [GradedTrace(by_id[t.problem_id], t, *grade) for t, grade in zip(traces, grades)]
 
 
 @dataclass(frozen=True)

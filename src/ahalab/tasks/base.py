@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ahalab.errors import UserError
@@ -65,6 +65,11 @@ class Task(ABC):
         except Exception:  # a verifier must never crash on model output
             answer, correct = None, False
         return answer, 1.0 if correct else 0.0
+
+    def grade_many(self, items: Sequence[tuple[Problem, str]]) -> list[tuple[str | None, float]]:
+        """``grade`` of each (problem, text), in order; tasks whose check is slow (running programs) grade in
+        parallel."""
+        return [self.grade(problem, text) for problem, text in items]
 
     def is_correct(self, problem: Problem, text: str) -> bool:
         """Whether ``text`` earns full marks on ``problem``."""

@@ -19,7 +19,7 @@ import gzip
 import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +76,19 @@ class CodeTask(Task):
         return run_problem(problem, answer).status == "passed"
 
     def grade(self, problem: Problem, text: str) -> tuple[str | None, float]:
-        """(program, fraction of hidden tests passed). Never raises."""
+        """(program, fraction of hidden tests passed). Never raises on model output."""
+        return self.grade_many([(problem, text)])[0]
+
+    def grade_many(self, items: Sequence[tuple[Problem, str]]) -> list[tuple[str | None, float]]:
+        """``grade`` of each (problem, text), the programs run in parallel in the sandbox."""
+        codes = [self._extract_or_none(text) for _, text in items]
+        return list(zip(codes, run_problems([(problem, code) for (problem, _), code in zip(items, codes)])))
+
+    def _extract_or_none(self, text: str) -> str | None:
         try:
-            code = self.extract(text)
-            return code, 0.0 if code is None else run_problem(problem, code).fraction
+            return self.extract(text)
         except Exception:  # a verifier must never crash on model output
-            return None, 0.0
+            return None
 
     has_self_check = True
 
@@ -89,11 +96,8 @@ class CodeTask(Task):
         """Whether the program passes the visible example tests (None when the problem shows none)."""
         if not problem.meta.get("visible_tests"):
             return None
-        try:
-            code = self.extract(text)
-            return code is not None and run_problem(problem, code, visible=True).status == "passed"
-        except Exception:
-            return False
+        code = self._extract_or_none(text)
+        return code is not None and run_problem(problem, code, visible=True).status == "passed"
 
 
 def _humaneval_rows(data: str | None, limit: int | None) -> list[tuple[str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ import pytest
 
 from ahalab.data.build import DataConfig, build_dataset
 from ahalab.data.dataset import completion_of, reasoning_of
-from ahalab.data.decontaminate import EvalSet, decontaminate, eval_set_from_task
+from ahalab.tasks.decontaminate import EvalSet, decontaminate, eval_set_from_task
 from ahalab.data.filters import grade_traces, rejection_sample
 from ahalab.data.journey import journey_from_samples, journeys_from_search
 from ahalab.data.programs import ArithmeticTeacher, CountdownTeacher, Expr, ProgramTeacher, column

@@ -319,3 +319,23 @@ def test_held_out_problems_stay_out_of_training_even_when_never_evaluated(tiny_m
     assert trainer.eval_problems == [] and len(trainer.train_problems) == 2000
     with pytest.raises(UserError, match="eval.limit"):
         tiny_config(tiny_model, tmp_path / "bad", eval=ZeroEval(every=2, limit=0)).validate()
+
+
+def test_training_pool_is_decontaminated_against_a_test_file(tiny_model, tmp_path):
+    """``decontaminate`` keeps an evaluation file's problems out of GRPO's pool (as ``ahalab data`` does) and says
+    which it removed; a malformed entry is refused when the config is checked."""
+    from ahalab.tasks import get_task
+
+    pool = get_task("arithmetic").load(limit=50, seed=0)
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n" for p in pool[:7]))
+    cfg = tiny_config(tiny_model, tmp_path / "run", steps=1, eval=ZeroEval(every=0, limit=0),
+                      decontaminate=[{"task": "jsonl", "data": str(test_file)}])  # short texts: exact copies
+    trainer = make_trainer(cfg)
+    questions = {p.question for p in trainer.train_problems}
+    assert not questions & {p.question for p in pool[:7]} and len(questions) == 50 - 7
+    report = json.loads((tmp_path / "run" / "decontamination.json").read_text())
+    assert report["summary"]["removed"] == 7 and {r["problem_id"] for r in report["removed"]} == \
+        {p.id for p in pool[:7]}
+    with pytest.raises(UserError, match=r"decontaminate\[0\]"):
+        tiny_config(tiny_model, tmp_path / "bad", decontaminate=[{"data": str(test_file)}]).validate()

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 from ahalab.config import Config, to_dict
 from ahalab.data.dataset import (completion_of, count_tokens, make_row, reasoning_of, render_card, take_token_budget,
                                  write_jsonl)
-from ahalab.data.decontaminate import decontaminate, eval_set_from_task
+from ahalab.tasks.decontaminate import check_eval_specs, decontaminate_against
 from ahalab.data.filters import grade_traces, rejection_sample
 from ahalab.data.journey import journeys_from_samples, journeys_from_search
 from ahalab.engines import EngineName
@@ -83,6 +83,7 @@ class DataConfig(Config):
         from ahalab.prompts import get_format
 
         cfg = self
+        check_eval_specs(cfg.decontaminate)
         for fmt in (cfg.format, cfg.row_format):
             if fmt is not None:
                 get_format(fmt)
@@ -171,9 +172,7 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
     task = get_task(cfg.task, **(cfg.task_options or {}))
     problems = task.load(cfg.data, limit=cfg.limit, seed=cfg.seed)
     run = RunDir.create(cfg.out, "data", to_dict(cfg))
-    eval_sets = [eval_set_from_task(s["task"], s.get("data"), s.get("limit"), s.get("seed", 0), s.get("options"))
-                 for s in cfg.decontaminate or []]
-    clean = decontaminate(problems, eval_sets, cfg.ngram, cfg.overlap)
+    clean = decontaminate_against(problems, cfg.decontaminate, cfg.ngram, cfg.overlap)
     run.write_json("decontamination.json", {"summary": clean.summary, "removed": clean.removed})
     problems = clean.kept
     tokenize = _tokenizer(cfg) if cfg.match_tokens or "max_tokens" in (cfg.filters or {}) else None
@@ -220,7 +219,7 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
             "kept per problem": cfg.per_problem, "journey": cfg.journey or "no",
             "prompt format": cfg.format + (f" (rows: {cfg.row_format})" if cfg.row_format else ""),
             "reasoning kept": cfg.reasoning,
-            "decontaminated against": ", ".join(es.name for es in eval_sets) or "nothing",
+            "decontaminated against": ", ".join(clean.summary["eval_sets"]) or "nothing",
             "n-gram / overlap": f"{cfg.ngram} / {cfg.overlap}"}
     run.write_text("README.md", render_card(f"ahalab {cfg.task} distillation data", info, stats, clean.removed,
                                             counts))

@@ -30,6 +30,11 @@ class ZeroConfig(TrainingConfig):
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {level: 1} for arithmetic
     data: str | None = None  # file-based tasks: training data (JSONL or hub id)
     train_size: int = 5000  # problems in the training pool (synthetic tasks generate this many)
+    # evaluation sets to keep out of the training pool, as in `ahalab data`: [{task, data, limit, seed, options}]
+    # (word n-gram overlap, ahalab.tasks.decontaminate); what was removed goes to decontamination.json
+    decontaminate: list[dict[str, Any]] | None = None
+    ngram: int = 8
+    overlap: float = 0.5
     format: str = "r1"
     chat: bool | None = None  # None: the chat template when the tokenizer has one
     # rollouts
@@ -71,8 +76,11 @@ class ZeroConfig(TrainingConfig):
         return LOSS_PRESETS[self.loss][key] if value is None else value
 
     def validate(self) -> None:
+        from ahalab.tasks.decontaminate import check_eval_specs
+
         super().validate()
         get_format(self.format)
+        check_eval_specs(self.decontaminate)
         if self.generations < 2:
             raise UserError("generations must be >= 2 (advantages compare completions of the same prompt)")
         for name, value in (("steps", self.steps), ("prompts_per_step", self.prompts_per_step),

@@ -64,6 +64,7 @@ class ZeroTrainer(Trainer):
         from ahalab.engines import default_engine_name, make_engine
         from ahalab.models import load_model
         from ahalab.tasks import get_task
+        from ahalab.tasks.decontaminate import decontaminate_against
 
         super().__init__(cfg, run, resume, allow_config_change)
         self.policy = self.model
@@ -72,10 +73,14 @@ class ZeroTrainer(Trainer):
         self.eval_problems = self.task.load(cfg.eval.data or cfg.data, limit=cfg.eval.limit, seed=cfg.seed + 1) \
             if cfg.eval.limit else []
         held_out = {p.question for p in self.eval_problems}
-        self.train_problems = [p for p in self.task.load(cfg.data, limit=cfg.train_size, seed=cfg.seed)
-                               if p.question not in held_out]
+        clean = decontaminate_against([p for p in self.task.load(cfg.data, limit=cfg.train_size, seed=cfg.seed)
+                                       if p.question not in held_out], cfg.decontaminate, cfg.ngram, cfg.overlap)
+        if cfg.decontaminate and self.dist.main:
+            run.write_json("decontamination.json", {"summary": clean.summary, "removed": clean.removed})
+        self.train_problems = clean.kept
         if not self.train_problems:
-            raise UserError(f"task '{cfg.task}' gave no training problems outside the held-out set")
+            raise UserError(f"task '{cfg.task}' gave no training problems outside the held-out and decontamination "
+                            "sets")
         self.order = DataOrder(len(self.train_problems), cfg.seed)
         self.total_steps = cfg.steps
         self.reference = None

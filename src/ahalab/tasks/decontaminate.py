@@ -134,3 +134,20 @@ def decontaminate(problems: Sequence[Problem], eval_sets: Sequence[EvalSet], n: 
                "eval_sets": {es.name: {"problems": len(es.texts), "removed_for": by_set.get(es.name, 0),
                                        "template_ngrams_ignored": index.ignored[es.name]} for es in eval_sets}}
     return Decontaminated(kept, removed, summary)
+
+
+def check_eval_specs(specs: Sequence[dict[str, Any]] | None) -> None:
+    """UserError naming the entry of a config's ``decontaminate`` list that is not an evaluation set."""
+    for i, s in enumerate(specs or []):
+        if not isinstance(s, dict) or "task" not in s or set(s) - {"task", "data", "limit", "seed", "options"}:
+            raise UserError(f"decontaminate[{i}]: an evaluation set is a mapping with a 'task' and optionally data, "
+                            f"limit, seed, options; got {s!r}")
+
+
+def decontaminate_against(problems: Sequence[Problem], specs: Sequence[dict[str, Any]] | None, n: int = 8,
+                          overlap: float = 0.5) -> Decontaminated:
+    """``decontaminate`` against the evaluation sets a config lists: ``[{task, data, limit, seed, options}]``."""
+    check_eval_specs(specs)
+    eval_sets = [eval_set_from_task(s["task"], s.get("data"), s.get("limit"), s.get("seed", 0), s.get("options"))
+                 for s in specs or []]
+    return decontaminate(problems, eval_sets, n, overlap)

@@ -208,7 +208,7 @@ class OpenAITeacher(Teacher):
                 "max_tokens": self.max_tokens, "seed": self.seed + sample, "n": 1, **self.extra_body}
 
     def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
-        failures = self.client.post_all("/chat/completions", [self.request_body(p, i) for p, i in todo],
+        failures = self.client.request_all("/chat/completions", [self.request_body(p, i) for p, i in todo],
                                         lambda i, data: self._trace(*todo[i], data), lambda _, trace: emit(trace))
         return [((todo[i][0].id, todo[i][1]), error) for i, error in failures]
 

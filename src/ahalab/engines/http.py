@@ -1,4 +1,4 @@
-"""OpenAIClient: JSON POSTs to an OpenAI-compatible server, concurrent, retried with backoff; the one HTTP client of
+"""OpenAIClient: JSON requests to an OpenAI-compatible server, concurrent, retried with backoff; the one HTTP client of
 ahalab (the OpenAI teacher's chat completions, the vLLM server engine's completions and weight reloads)."""
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class OpenAIClient:
-    """POSTs JSON bodies to ``base_url`` with httpx, at most ``concurrency`` at a time.
+    """Sends JSON bodies to ``base_url`` with httpx, at most ``concurrency`` at a time.
 
     ``timeout`` is each attempt's total deadline in seconds (connecting, sending and reading the whole answer: a
     server that trickles bytes cannot hold a request past it). 408/409/425/429/5xx answers, connection errors,
@@ -93,22 +93,39 @@ class OpenAIClient:
                             f"teacher_options) if you trust the network")
         return {"Authorization": f"Bearer {key}"}
 
-    def post_all(self, path: str, bodies: list[dict[str, Any]], parse: Callable[[int, Any], T],
-                 done: Callable[[int, T], None]) -> list[tuple[int, str]]:
-        """POST every body to ``path``; as answer ``i`` arrives, ``done(i, parse(i, its JSON))``. Returns the
+    def request_all(self, path: str, bodies: list[dict[str, Any] | None], parse: Callable[[int, Any], T],
+                 done: Callable[[int, T], None], method: str = "POST") -> list[tuple[int, str]]:
+        """Send every body to ``path`` (``method``); as answer ``i`` arrives, ``done(i, parse(i, its JSON))``. Returns the
         failures as (index, error message), after every other body is done; [] when all succeeded."""
-        return asyncio.run(self._post_all(path, bodies, parse, done))
+        return asyncio.run(self._request_all(method, path, bodies, parse, done))
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        """One POST (retried as any), its JSON answer (None for an empty one); RequestError if it fails for good."""
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request (retried as any), its JSON answer (None for an empty one); RequestError if it fails for good."""
         out: list[Any] = []
-        failures = self.post_all(path, [body], lambda _, data: data, lambda _, data: out.append(data))
+        failures = self.request_all(path, [body], lambda _, data: data, lambda _, data: out.append(data), method)
         if failures:
-            raise RequestError(f"POST {self.base_url}{path}: {failures[0][1]}")
+            raise RequestError(f"{method} {self.base_url}{path}: {failures[0][1]}")
         return out[0]
 
-    async def _post_all(self, path: str, bodies: list[dict[str, Any]], parse: Callable[[int, Any], T],
-                        done: Callable[[int, T], None]) -> list[tuple[int, str]]:
+    def wait_until_up(self, path: str, within: float) -> None:
+        """Ask ``GET path`` every second until it answers 200; RequestError after ``within`` seconds."""
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                if httpx.get(self.base_url + path, headers=self.auth_headers(), timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RequestError(f"{self.base_url}{path} did not answer within {within} s")
+            time.sleep(1)
+
+    async def _request_all(self, method: str, path: str, bodies: list[dict[str, Any] | None],
+                        parse: Callable[[int, Any], T], done: Callable[[int, T], None]) -> list[tuple[int, str]]:
         import httpx
 
         headers = self.auth_headers()
@@ -118,17 +135,17 @@ class OpenAIClient:
         failures: list[tuple[int, str]] = []
 
         async with httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits, timeout=timeout) as client:
-            async def one(i: int, body: dict[str, Any]) -> None:
+            async def one(i: int, body: dict[str, Any] | None) -> None:
                 try:
-                    done(i, await self._request(client, gate, path, body, lambda data: parse(i, data)))
+                    done(i, await self._request(client, gate, method, path, body, lambda data: parse(i, data)))
                 except RequestError as e:
                     failures.append((i, str(e)))
 
             await asyncio.gather(*(one(i, body) for i, body in enumerate(bodies)))
         return failures
 
-    async def _request(self, client: Any, gate: asyncio.Semaphore, path: str, body: dict[str, Any],
-                       parse: Callable[[Any], T]) -> T:
+    async def _request(self, client: Any, gate: asyncio.Semaphore, method: str, path: str,
+                       body: dict[str, Any] | None, parse: Callable[[Any], T]) -> T:
         """One parsed answer, retried on transient failures; RequestError when it cannot be had."""
         import httpx
 
@@ -138,7 +155,7 @@ class OpenAIClient:
             try:
                 async with gate:
                     async with asyncio.timeout(self.timeout):  # the whole attempt, however slowly bytes come
-                        response = await client.post(path, json=body)
+                        response = await client.request(method, path, json=body)
                 if response.status_code == 200:
                     return parse(response.json() if response.content else None)
                 error = f"HTTP {response.status_code}: {response.text[:200]}"

@@ -146,3 +146,77 @@ def test_server_mode_is_checked_when_the_config_is_built():
         ZeroConfig(vllm_mode="server", engine="hf").validate()
     assert ZeroConfig(vllm_server_port=9000).vllm_server_url() == "http://127.0.0.1:9000"
     assert ZeroConfig(vllm_server_base_url="http://gpu7:8000").vllm_server_url() == "http://gpu7:8000"
+
+
+# --- with fakes: core binding, sleep mode (GPU only, not run here) ------------------------------------------
+
+
+def test_cores_are_split_between_ranks_or_taken_from_vllms_lists(monkeypatch):
+    from ahalab.training import distributed
+
+    bound: dict[int, list[int]] = {}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(os, "sched_setaffinity", lambda tid, cores: bound.__setitem__(tid, list(cores)))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for spec, rank, want in (("auto", 1, [2, 3]), ("auto", 3, [6, 7]), ("0-2,7|3-6", 0, [0, 1, 2, 7])):
+        monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", spec)
+        bound.clear()
+        assert distributed.bind_cores(rank, 4 if spec == "auto" else 2) == want
+        assert set(bound) == {int(t) for t in os.listdir("/proc/self/task")} and all(c == want for c in bound.values())
+        assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, want))
+        assert os.environ["OMP_NUM_THREADS"] == str(len(want))
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    assert distributed.bind_cores(0, 2) is None
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
+    with pytest.raises(UserError, match="1 core lists for 2 ranks"):
+        distributed.bind_cores(0, 2)
+
+
+class _FakeLLM:
+    """What VLLMEngine asks of vllm.LLM around sleep mode, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def sleep(self, level: int) -> None:
+        self.calls.append(("sleep", level))
+
+    def wake_up(self, tags: list[str]) -> None:
+        self.calls.append(("wake_up", tuple(tags)))
+
+    def collective_rpc(self, method: str, kwargs: dict) -> None:
+        self.calls.append((method, len(dict(kwargs["weights_iterator"]))))
+
+    def reset_prefix_cache(self) -> None:
+        self.calls.append(("reset_prefix_cache",))
+
+    def generate(self, prompts, params, use_tqdm) -> list:
+        self.calls.append(("generate",))
+        return []
+
+
+def test_sleep_mode_sleeps_for_the_update_and_wakes_weights_to_load_then_the_cache_to_generate(tiny_model):
+    """The GPU path written against vLLM's API (LLM.sleep(level=1), wake_up(tags)), checked with a fake LLM: the
+    CPU build has no sleep mode (VLLMEngine refuses it there), and no GPU was available."""
+    pytest.importorskip("vllm")
+    from ahalab.engines.vllm import FullWeights, VLLMEngine
+    from ahalab.models import load_model
+
+    engine = object.__new__(VLLMEngine)  # no vllm.LLM behind it
+    engine.llm, engine.dtype, engine.ignore_eos = _FakeLLM(), torch.float32, False
+    engine.sleep_mode, engine.asleep, engine.full_weights = True, set(), FullWeights(tiny_model)
+    weights = list(load_model(tiny_model)[0].named_parameters())
+    engine.generate(["x"])
+    engine.sleep()
+    engine.sleep()  # asleep already: nothing more
+    engine.load_weights(weights)
+    engine.generate(["x"])
+    engine.generate(["x"])
+    assert engine.llm.calls == [("generate",), ("sleep", 1), ("wake_up", ("weights",)),
+                                ("reload_weights", len(weights) + 1), ("reset_prefix_cache",),  # + the tied lm_head
+                                ("wake_up", ("kv_cache",)), ("generate",), ("generate",)]
+    engine.sleep_mode, engine.llm.calls = False, []
+    engine.sleep()
+    assert engine.llm.calls == []  # off: sleep is a no-op
+    with pytest.raises(UserError, match="enable_sleep_mode"):
+        VLLMEngine(tiny_model, enable_sleep_mode=True)  # refused on CPU, before an engine starts

@@ -95,8 +95,8 @@ class OpenAIClient:
 
     def request_all(self, path: str, bodies: list[dict[str, Any] | None], parse: Callable[[int, Any], T],
                  done: Callable[[int, T], None], method: str = "POST") -> list[tuple[int, str]]:
-        """Send every body to ``path`` (``method``); as answer ``i`` arrives, ``done(i, parse(i, its JSON))``. Returns the
-        failures as (index, error message), after every other body is done; [] when all succeeded."""
+        """Send every body to ``path`` (``method``); as answer ``i`` arrives, ``done(i, parse(i, its JSON))``.
+        Returns the failures as (index, error message), after every other body is done; [] when all succeeded."""
         return asyncio.run(self._request_all(method, path, bodies, parse, done))
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -161,7 +161,8 @@ class FullWeights:
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
         self.names = _checkpoint_names(model_dir)
 
-    def __call__(self, named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def __call__(self, named_tensors: Iterable[tuple[str, torch.Tensor]],
+                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """name -> tensor in ``dtype``; ValueError when a checkpoint weight is missing."""
         weights = {name: tensor.detach().to(dtype) for name, tensor in named_tensors}
         if self.tied and EMBED in weights:

@@ -22,6 +22,7 @@ nothing changes.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -78,7 +79,7 @@ class Distributed:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")) if self.world == 1 \
             else self.accelerator.device
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
-        self.cores = bind_cores(self.accelerator.local_process_index, local_world) \
+        self.cores = rank_cores(self.accelerator.local_process_index, local_world) \
             if self.world > 1 and self.device.type == "cpu" else None
         if self.world > 1:
             log.info("rank %d of %d on %s, %s backend%s", self.rank, self.world, self.device,
@@ -139,6 +140,13 @@ class Distributed:
                 bucket = []
         for p, g in zip(params, grads):
             p.grad = g
+
+
+@functools.cache
+def rank_cores(local_rank: int, local_world: int) -> list[int] | None:
+    """``bind_cores`` once per process (a second trainer in it keeps the binding: the first rewrote the environment
+    that ``bind_cores`` reads)."""
+    return bind_cores(local_rank, local_world)
 
 
 def bind_cores(local_rank: int, local_world: int) -> list[int] | None:

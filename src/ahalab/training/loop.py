@@ -5,8 +5,8 @@
                                                   # logging metrics and checkpointing; then finish()
 
 Set-up: seed, device (on many CPU ranks, each rank's cores), torch threads, bf16 autocast, the model from its
-base or the last checkpoint (LoRA adapters attached or restored), AdamW. Each step, a subclass's ``train_step`` builds its batch
-and loss, calls ``set_lr(step)`` and ``optimizer_step(step, loss)`` (gradient clipping and the NaN/inf
+base or the last checkpoint (LoRA adapters attached or restored), AdamW. Each step, a subclass's ``train_step``
+builds its batch and loss, calls ``set_lr(step)`` and ``optimizer_step(step, loss)`` (gradient clipping and the NaN/inf
 guard), and returns its metrics (to metrics.jsonl and the ``report_to`` trackers). Resume restores optimiser,
 RNG and data position from the last checkpoint, refuses a config change that would alter results (unless
 allowed), and drops metric and sample rows logged after that checkpoint (they are redone). With ``push_to_hub``

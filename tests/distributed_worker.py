@@ -2,6 +2,10 @@
 
     python distributed_worker.py grpo|sft MODEL OUT     one optimiser step per variant; each rank's metrics and
                                                         parameters after it in OUT/<variant>-rank<R>.pt
+    python distributed_worker.py vllm MODEL OUT         2 GRPO steps, vLLM rollouts ($ZERO_EXTRA: more settings,
+                                                        JSON, e.g. server mode); each rank's cores, its threads'
+                                                        affinity and its engine against the policy in
+                                                        OUT/vllm-rank<R>.json
 ``noisy7`` is a reward for `ahalab zero` runs (``distributed_worker:noisy7``, with tests/ on PYTHONPATH).
 """
 from __future__ import annotations
@@ -104,6 +108,29 @@ def sft(model: str, out: Path) -> None:
         _save(trainer, trainer.train_step(1), grads, out / name)
 
 
+def vllm(model: str, out: Path) -> None:
+    from ahalab.rl.config import ZeroConfig, ZeroEval
+    from ahalab.rl.trainer import ZeroTrainer
+    from ahalab.runs import RunDir
+    from weight_checks import engine_vs_policy
+
+    cfg = ZeroConfig(model=model, engine="vllm", engine_dtype="float32", steps=2, prompts_per_step=2, generations=4,
+                     max_new_tokens=8, train_size=50, rewards={"language": 1.0, "repetition": 1.0}, lr=1e-2,
+                     eval=ZeroEval(every=0), keep_checkpoints=0, sample_every=0, out=str(out / "run"),
+                     **json.loads(os.environ.get("ZERO_EXTRA", "{}")))
+    trainer = ZeroTrainer(cfg, RunDir(cfg.out))
+    with trainer.engine:
+        trainer.train()
+        to_policy, to_base = engine_vs_policy(trainer, model)
+        threads = {int(t): sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+        rank = trainer.dist.rank
+        (out / f"vllm-rank{rank}.json").write_text(json.dumps({
+            "world": trainer.dist.world, "cores": trainer.dist.cores, "threads": threads,
+            "bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"), "torch_threads": torch.get_num_threads(),
+            "to_policy": to_policy, "to_base": to_base, "engine": trainer.engine.name,
+            "trained": sum(r["sequences_trained"] for r in trainer.run.metrics()) if rank == 0 else None}))
+
+
 def _capture_gradients(trainer) -> dict[str, torch.Tensor]:
     """The gradients the optimiser steps with (after the ranks' sum), captured as it steps."""
     grads: dict[str, torch.Tensor] = {}
@@ -126,4 +153,4 @@ def _save(trainer, metrics: dict, grads: dict[str, torch.Tensor], path: Path) ->
 
 if __name__ == "__main__":
     mode, model, out = sys.argv[1:4]
-    {"grpo": grpo, "sft": sft}[mode](model, Path(out))
+    {"grpo": grpo, "sft": sft, "vllm": vllm}[mode](model, Path(out))

@@ -17,12 +17,12 @@ import torch
 
 from ahalab.engines.base import Engine
 from ahalab.errors import UserError
-from ahalab.prompts import render
 from ahalab.rewards import REWARDS, contents
 from ahalab.rl.batch import Prefix, plan_batches
 from ahalab.rl.config import ZeroConfig, ZeroEval
 from ahalab.runs import RunDir
 from ahalab.types import Completion
+from weight_checks import engine_vs_policy
 
 
 def tiny_config(model: str, out: Path, **kw) -> ZeroConfig:
@@ -219,25 +219,8 @@ def test_vllm_gets_the_trained_weights(tiny_model, tmp_path, lora_r):
     trainer = make_trainer(cfg)
     trainer.train()
     assert sum(r["sequences_trained"] for r in RunDir(tmp_path).metrics()) > 0
-    prompts = [render(trainer.engine.tokenizer, trainer.task, p.question, cfg.format).prompt
-               for p in trainer.train_problems[:4]]
-    outs = [o[0] for o in trainer.engine.generate(prompts, max_tokens=8, logprobs=True)]
-    pr, cm = [c.prompt_token_ids for c in outs], [c.token_ids for c in outs]
-    chunks = plan_batches(pr, cm, list(range(4)), 10_000, 0)
-
-    def logprobs(model) -> list[torch.Tensor]:
-        with torch.no_grad():
-            return [Prefix(model, chunk).logprobs(mb)[row, :len(cm[i])] for chunk in chunks for mb in
-                    chunk.micro_batches for row, i in enumerate(mb.index.tolist())]
-
-    order = [i for chunk in chunks for mb in chunk.micro_batches for i in mb.index.tolist()]
-    engine = [torch.tensor(outs[i].logprobs) for i in order]
-    from ahalab.models import load_model
-
-    for got, policy in zip(engine, logprobs(trainer.policy)):
-        torch.testing.assert_close(got, policy, atol=1e-4, rtol=0)
-    base = logprobs(load_model(tiny_model)[0])
-    assert max((got - b).abs().max() for got, b in zip(engine, base)) > 1e-3
+    to_policy, to_base = engine_vs_policy(trainer, tiny_model)
+    assert to_policy < 1e-4 and to_base > 1e-3
 
 
 # --- kill -9 and resume ------------------------------------------------------------------------------------

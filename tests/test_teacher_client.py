@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from openai_fakes import BackgroundLoop, FakeOpenAIServer, FaultProxy, make_problems, make_teacher
 
-from ahalab.data.teachers import OpenAITeacher, TeacherError, TraceCache, backoff_delay
+from ahalab.data.teachers import OpenAITeacher, TeacherError, TraceCache
+from ahalab.engines.http import backoff_delay
 from ahalab.runs import read_jsonl
 
 HERE = Path(__file__).parent

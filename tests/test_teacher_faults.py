@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from openai_fakes import BackgroundLoop, FakeOpenAIServer, Script, fake_reply, make_problems, make_teacher
 
-from ahalab.data.teachers import OpenAITeacher, TeacherError, _retry_after, backoff_delay
+from ahalab.data.teachers import OpenAITeacher, TeacherError
+from ahalab.engines.http import _retry_after, backoff_delay
 from ahalab.errors import UserError
 from ahalab.runs import read_jsonl
 
@@ -109,15 +110,15 @@ def test_api_key_goes_only_over_https_or_to_this_machine(loop, monkeypatch):
     task = make_teacher(url).task
     for ok in ("https://api.deepseek.com/v1", "http://localhost:8000/v1", "http://[::1]:8000/v1",
                "http://127.0.0.2/v1"):
-        assert OpenAITeacher(ok, "m", task).auth_headers() == {"Authorization": "Bearer sk-secret"}
+        assert OpenAITeacher(ok, "m", task).client.auth_headers() == {"Authorization": "Bearer sk-secret"}
     remote = OpenAITeacher("http://192.0.2.1:8000/v1", "m", task, max_retries=0, timeout=0.5)
     with pytest.raises(UserError, match=r"refusing to send the API key \(\$OPENAI_API_KEY\) over plain http to "
                                         r"192\.0\.2\.1.*allow_insecure_key") as caught:
         remote.generate(make_problems(1))
     assert not isinstance(caught.value, TeacherError) and "sk-secret" not in str(caught.value)
     trusted = OpenAITeacher("http://192.0.2.1:8000/v1", "m", task, allow_insecure_key=True)
-    assert trusted.auth_headers() == {"Authorization": "Bearer sk-secret"}
+    assert trusted.client.auth_headers() == {"Authorization": "Bearer sk-secret"}
     monkeypatch.delenv("OPENAI_API_KEY")
-    assert remote.auth_headers() == {}  # no key, nothing to leak
+    assert remote.client.auth_headers() == {}  # no key, nothing to leak
     with pytest.raises(UserError, match="base_url must start with https://"):
         OpenAITeacher("api.deepseek.com/v1", "m", task)

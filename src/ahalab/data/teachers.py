@@ -19,18 +19,17 @@ teacher for STaR-style self-distillation); program teachers live in ``ahalab.dat
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
 import os
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ahalab.engines.http import OpenAIClient
 from ahalab.errors import UserError
 from ahalab.runs import append_jsonl, iter_jsonl
 from ahalab.tasks.base import Task
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
 Key = tuple[str, int]  # (problem id, sample index): what a teacher's _produce reports failures by
 Emit = Callable[["Trace"], None]
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 CHUNK_ITEMS = 256  # (problem, sample) pairs per unit of work, for teachers without chunks of their own
 
 
@@ -173,48 +171,17 @@ class Teacher(ABC):
         """Release what the teacher holds (an engine, workers); a no-op for most."""
 
 
-def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None,
-                  rng: random.Random | None = None, max_retry_after: float = float("inf")) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)], but at least
-    ``retry_after`` (a server's Retry-After, honoured past ``cap`` up to ``max_retry_after``)."""
-    delay = (rng or random).uniform(0.0, min(cap, base * 2 ** attempt))
-    return max(delay, min(retry_after, max_retry_after)) if retry_after is not None else delay
-
-
-def _retry_after(value: str | None) -> float | None:
-    """The seconds a Retry-After header asks for (a number or an HTTP date); None if absent or unreadable."""
-    import time
-    from email.utils import parsedate_to_datetime
-
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):  # neither: fall back to the backoff
-        return None
-    return max(0.0, when.timestamp() - time.time()) if when.tzinfo else None
-
-
 class OpenAITeacher(Teacher):
-    """Any OpenAI-compatible ``/chat/completions`` endpoint, called asynchronously with httpx.
+    """Any OpenAI-compatible ``/chat/completions`` endpoint, through ``ahalab.engines.http.OpenAIClient``.
 
-    One request per (problem, sample), at most ``concurrency`` at a time. ``timeout`` is each attempt's
-    total deadline in seconds (connecting, sending and reading the whole answer: a server that trickles
-    bytes cannot hold a request past it). 408/409/425/429/5xx answers, connection errors, timeouts and
-    200 answers that are no usable chat completion (unreadable JSON, ``"message": null``, ...) are retried
-    up to ``max_retries`` times with exponential backoff and full jitter, capped at ``backoff_cap``; a
-    ``Retry-After`` header (seconds or an HTTP date) is honoured past that cap, up to ``max_retry_after``
-    seconds. Traces that still fail are reported by ``generate`` (a TeacherError, after the others are
-    cached). Request ``seed`` is ``seed + sample``, so an endpoint that honours seeds (vLLM does) answers
-    a retried or resumed request as it would have the first time. ``content`` given as a list of parts
-    is joined into text; a separate reasoning field (``reasoning_content``, or vLLM's ``reasoning``) is
-    kept in ``Trace.reasoning``. The API key is read from the environment variable named ``api_key_env``
-    (none is sent if unset) and sent only over https or to this machine (127.0.0.1, localhost, ::1):
-    plain http to another host is a UserError unless ``allow_insecure_key`` (for a network you trust).
+    One request per (problem, sample), at most ``concurrency`` at a time; ``timeout``, the retries
+    (``max_retries``, ``backoff_base``, ``backoff_cap``, ``max_retry_after``) and the API key (``api_key_env``,
+    ``allow_insecure_key``) are the client's (see there). 200 answers that are no usable chat completion
+    (unreadable JSON, ``"message": null``, ...) are retried like transient errors. Traces that still fail are
+    reported by ``generate`` (a TeacherError, after the others are cached). Request ``seed`` is ``seed + sample``,
+    so an endpoint that honours seeds (vLLM does) answers a retried or resumed request as it would have the first
+    time. ``content`` given as a list of parts is joined into text; a separate reasoning field
+    (``reasoning_content``, or vLLM's ``reasoning``) is kept in ``Trace.reasoning``.
     """
 
     SETTINGS = ("base_url", "model", "fmt", "temperature", "top_p", "max_tokens", "seed", "extra_body")
@@ -224,21 +191,14 @@ class OpenAITeacher(Teacher):
                  timeout: float = 120.0, max_retries: int = 8, backoff_base: float = 0.5, backoff_cap: float = 30.0,
                  seed: int = 0, api_key_env: str = "OPENAI_API_KEY", extra_body: dict[str, Any] | None = None,
                  allow_insecure_key: bool = False, max_retry_after: float = 300.0) -> None:
-        from urllib.parse import urlsplit
-
-        if concurrency < 1 or max_retries < 0 or timeout <= 0 or max_retry_after < 0:
-            raise UserError("OpenAITeacher needs concurrency >= 1, max_retries >= 0, timeout > 0 and "
-                            "max_retry_after >= 0")
-        if urlsplit(base_url).scheme not in ("http", "https"):
-            raise UserError(f"base_url must start with https:// or http:// (got {base_url!r})")
-        self.base_url = base_url.rstrip("/")
+        self.client = OpenAIClient(base_url, concurrency=concurrency, timeout=timeout, max_retries=max_retries,
+                                   backoff_base=backoff_base, backoff_cap=backoff_cap, max_retry_after=max_retry_after,
+                                   api_key_env=api_key_env, allow_insecure_key=allow_insecure_key)
+        self.base_url = self.client.base_url
         self.model, self.task, self.fmt = model, task, fmt
         self.name = name or f"openai:{model}"
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
-        self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
-        self.backoff_base, self.backoff_cap, self.max_retry_after = backoff_base, backoff_cap, max_retry_after
-        self.seed, self.api_key_env, self.extra_body = seed, api_key_env, extra_body or {}
-        self.allow_insecure_key = allow_insecure_key
+        self.seed, self.extra_body = seed, extra_body or {}
 
     def request_body(self, problem: Problem, sample: int) -> dict[str, Any]:
         from ahalab.prompts import build_messages
@@ -247,75 +207,10 @@ class OpenAITeacher(Teacher):
         return {"model": self.model, "messages": messages, "temperature": self.temperature, "top_p": self.top_p,
                 "max_tokens": self.max_tokens, "seed": self.seed + sample, "n": 1, **self.extra_body}
 
-    def auth_headers(self) -> dict[str, str]:
-        """The Authorization header for the key in ``api_key_env`` ({} if unset); UserError rather than send
-        the key in the clear (plain http to another machine) unless ``allow_insecure_key``."""
-        import ipaddress
-        from urllib.parse import urlsplit
-
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            return {}
-        url = urlsplit(self.base_url)
-        host = url.hostname or ""
-        try:
-            local = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:  # a host name
-            local = False
-        if url.scheme != "https" and not local and not self.allow_insecure_key:
-            raise UserError(f"refusing to send the API key (${self.api_key_env}) over plain http to {host}: use an "
-                            f"https:// base_url or a server on this machine, or set allow_insecure_key: true (in "
-                            f"teacher_options) if you trust the network")
-        return {"Authorization": f"Bearer {key}"}
-
     def _produce(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
-        return asyncio.run(self._produce_async(todo, emit))
-
-    async def _produce_async(self, todo: list[tuple[Problem, int]], emit: Emit) -> list[tuple[Key, str]]:
-        import httpx
-
-        headers = self.auth_headers()
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
-        gate = asyncio.Semaphore(self.concurrency)
-        failures: list[tuple[Key, str]] = []
-
-        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits, timeout=timeout) as client:
-            async def one(problem: Problem, sample: int) -> None:
-                try:
-                    emit(await self._request(client, gate, problem, sample))
-                except TeacherError as e:
-                    failures.append(((problem.id, sample), str(e)))
-
-            await asyncio.gather(*(one(p, i) for p, i in todo))
-        return failures
-
-    async def _request(self, client: Any, gate: asyncio.Semaphore, problem: Problem, sample: int) -> Trace:
-        """One trace, retried on transient failures; TeacherError when it cannot be had."""
-        import httpx
-
-        body = self.request_body(problem, sample)
-        error = ""
-        for attempt in range(self.max_retries + 1):
-            retry_after = None
-            try:
-                async with gate:
-                    async with asyncio.timeout(self.timeout):  # the whole attempt, however slowly bytes come
-                        response = await client.post("/chat/completions", json=body)
-                if response.status_code == 200:
-                    return self._trace(problem, sample, response.json())
-                error = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in RETRY_STATUS:
-                    raise TeacherError(error)
-                retry_after = _retry_after(response.headers.get("retry-after"))
-            except TimeoutError:
-                error = f"no complete answer within the timeout ({self.timeout} s)"
-            except (httpx.RequestError, ValueError) as e:  # connection, torn or non-JSON body, unusable completion
-                error = f"{type(e).__name__}: {e}"
-            if attempt < self.max_retries:
-                await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, retry_after,
-                                                  max_retry_after=self.max_retry_after))
-        raise TeacherError(f"gave up after {self.max_retries + 1} attempts ({error})")
+        failures = self.client.request_all("/chat/completions", [self.request_body(p, i) for p, i in todo],
+                                        lambda i, data: self._trace(*todo[i], data), lambda _, trace: emit(trace))
+        return [((todo[i][0].id, todo[i][1]), error) for i, error in failures]
 
     def _trace(self, problem: Problem, sample: int, data: Any) -> Trace:
         """The trace in a chat completion; ValueError naming what makes it unusable (so it is retried)."""

@@ -20,6 +20,7 @@ class Engine(ABC):
     """
 
     name: str = ""
+    shared = False  # one engine behind many processes (a server): one of them loads the weights for all
 
     def __init__(self, model_dir: str) -> None:
         self.model_dir = model_dir
@@ -43,6 +44,10 @@ class Engine(ABC):
         progress: str | None = None,
     ) -> list[list[Completion]]:
         """Sample ``n`` completions for each prompt."""
+
+    def sleep(self) -> None:
+        """Free the engine's accelerator memory while a trainer updates the policy, until the next ``load_weights`` or
+        ``generate`` wakes it (vLLM's sleep mode, where enabled); a no-op for the others."""
 
     def close(self) -> None:
         """Release the engine's resources now rather than whenever it is garbage-collected (idempotent)."""

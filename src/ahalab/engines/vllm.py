@@ -11,6 +11,7 @@ import torch
 
 from ahalab.engines.base import Engine
 from ahalab.engines.hf import torch_dtype
+from ahalab.errors import UserError
 from ahalab.precision import auto_dtype
 from ahalab.types import Completion
 
@@ -36,13 +37,21 @@ class VLLMEngine(Engine):
     ``max_tokens`` tokens (throughput benchmarks). Logprobs are vLLM's default ``raw_logprobs``: the
     log-softmax of the raw next-token logits, before temperature and top-p. On CPU, vLLM binds OpenMP
     threads and turns ``torch.set_num_threads`` into a no-op for the rest of the process.
+
+    Colocated with training on many processes (a launcher set ``WORLD_SIZE``), each rank's engine joins the
+    launcher's process group as vLLM's ``external_launcher`` (as TRL's colocate mode does: on GPUs each engine then
+    takes its rank's device, ``cuda:<local rank>``, at ``gpu_memory_utilization`` of it) and generates its own
+    prompts; on CPU the default KV cache is split between the node's ranks (``LOCAL_WORLD_SIZE``), and the cores are
+    split by ``ahalab.training.distributed``. ``enable_sleep_mode`` (GPU only) turns on vLLM's sleep mode:
+    ``sleep()`` offloads the weights to CPU memory and frees the KV cache (level 1) while the trainer updates the
+    policy; ``load_weights`` wakes the weights, ``generate`` the KV cache.
     """
 
     name = "vllm"
 
     def __init__(self, model_dir: str, dtype: str = "auto", seed: int = 0, max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, compile: bool = False, kv_cache_gib: float | None = None,
-                 block_size: int | None = None, ignore_eos: bool = False) -> None:
+                 block_size: int | None = None, ignore_eos: bool = False, enable_sleep_mode: bool = False) -> None:
         super().__init__(model_dir)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede importing vllm
         from transformers import AutoConfig
@@ -61,7 +70,10 @@ class VLLMEngine(Engine):
         context = getattr(config, "max_position_embeddings", None)
         memory: dict[str, float | int] = {"gpu_memory_utilization": gpu_memory_utilization}
         if current_platform.is_cpu():
-            memory = {"kv_cache_memory_bytes": int((kv_cache_gib or CPU_KV_CACHE_GIB) * GIB)}
+            if enable_sleep_mode:
+                raise UserError("enable_sleep_mode: vLLM's sleep mode frees GPU memory; the CPU build has none")
+            per_rank = kv_cache_gib or CPU_KV_CACHE_GIB / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            memory = {"kv_cache_memory_bytes": int(per_rank * GIB)}
             block_size = block_size or CPU_BLOCK_SIZE
         elif kv_cache_gib:
             memory = {"kv_cache_memory_bytes": int(kv_cache_gib * GIB)}
@@ -70,12 +82,17 @@ class VLLMEngine(Engine):
         # A checkpoint stored wider than the engine's dtype (a float32 model, a bfloat16 engine) is read here and
         # cast before vLLM sees it: vLLM's own loader would narrow it with a warning per weight.
         narrowing = _stored_dtype(model_dir).itemsize > self.dtype.itemsize
+        # many ranks (a launcher's WORLD_SIZE): each engine in the launcher's process group, on its rank's device
+        launched = {"distributed_executor_backend": "external_launcher"} \
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}
         self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
                        max_model_len=min(max_model_len, context or max_model_len), block_size=block_size,
-                       use_tqdm_on_load=not quiet(), load_format="dummy" if narrowing else "auto", **memory)
+                       use_tqdm_on_load=not quiet(), load_format="dummy" if narrowing else "auto",
+                       enable_sleep_mode=enable_sleep_mode, **memory, **launched)
         self.ignore_eos = ignore_eos
-        self.tied_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        self.weight_names = _checkpoint_names(model_dir)
+        self.sleep_mode = enable_sleep_mode
+        self.asleep: set[str] = set()  # what sleeps: "weights", "kv_cache"
+        self.full_weights = FullWeights(model_dir)
         if narrowing:
             self.load_weights(_checkpoint_tensors(model_dir))
 
@@ -90,6 +107,7 @@ class VLLMEngine(Engine):
 
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop or None,
                                 logprobs=0 if logprobs else None, ignore_eos=self.ignore_eos)
+        self._wake(("weights", "kv_cache"))
         if seed is not None:
             torch.manual_seed(seed)
         outputs = self.llm.generate(prompts, params, use_tqdm=_progress_bar(progress) if progress else False)
@@ -99,28 +117,61 @@ class VLLMEngine(Engine):
         """Shut the in-process engine core down now: frees its KV cache and tears vLLM's process-global distributed
         state down. Close an engine before starting the next one: an engine merely dropped does that teardown
         whenever it is finally collected, possibly after the next engine started, which then fails ("pipeline
-        model parallel group is not initialized")."""
+        model parallel group is not initialized"). On many ranks (``external_launcher``) this tears the launcher's
+        process group down too: close the engines when the ranks are done with collectives."""
         if self.llm is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
             gc.collect()
 
-    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Reload all weights in place (HF names) and drop the prefix cache's KV of the old weights.
+    def sleep(self) -> None:
+        """With ``enable_sleep_mode``: weights offloaded to CPU memory, KV cache freed (vLLM's sleep level 1)."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = {"weights", "kv_cache"}
 
-        vLLM reloads layer by layer and fills a fused layer (qkv, gate_up) given only part of its weights
-        with uninitialised memory, so every checkpoint weight must be given. A tied ``lm_head`` is sent as
-        its own weight too: the CPU build keeps a repacked copy of it that only its own name refreshes.
-        """
-        weights = {name: tensor.detach().to(self.dtype) for name, tensor in named_tensors}
-        if self.tied_embeddings and EMBED in weights:
+    def _wake(self, tags: tuple[str, ...]) -> None:
+        """Wake the parts in ``tags`` that sleep."""
+        waking = [t for t in tags if t in self.asleep]
+        if waking:
+            self.llm.wake_up(tags=waking)
+            self.asleep -= set(waking)
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Reload all weights in place (HF names, every checkpoint weight: see ``FullWeights``) and drop the prefix
+        cache's KV of the old weights; a sleeping engine wakes its weights first (its KV cache wakes to generate)."""
+        weights = self.full_weights(named_tensors, self.dtype)
+        self._wake(("weights",))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+        self.llm.reset_prefix_cache()
+
+
+class FullWeights:
+    """The weights an in-place vLLM reload needs, from a policy's named tensors (HF names).
+
+    vLLM reloads layer by layer and fills a fused layer (qkv, gate_up) given only part of its weights with
+    uninitialised memory, so every checkpoint weight must be given. A tied ``lm_head`` is sent as its own weight
+    too: the CPU build keeps a repacked copy of it that only its own name refreshes.
+    """
+
+    def __init__(self, model_dir: str) -> None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_dir).get_text_config()
+        self.tied = bool(getattr(config, "tie_word_embeddings", False))
+        self.names = _checkpoint_names(model_dir)
+
+    def __call__(self, named_tensors: Iterable[tuple[str, torch.Tensor]],
+                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """name -> tensor in ``dtype``; ValueError when a checkpoint weight is missing."""
+        weights = {name: tensor.detach().to(dtype) for name, tensor in named_tensors}
+        if self.tied and EMBED in weights:
             weights.setdefault(LM_HEAD, weights[EMBED])
-        missing = self.weight_names - weights.keys()
+        missing = self.names - weights.keys()
         if missing:
             raise ValueError(f"load_weights needs every weight of the model; missing {len(missing)}, e.g. "
                              f"{sorted(missing)[:3]}")
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
-        self.llm.reset_prefix_cache()
+        return weights
 
 
 def _progress_bar(desc: str) -> Callable[..., Any]:

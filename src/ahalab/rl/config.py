@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ahalab.config import Config
 from ahalab.engines import EngineName
@@ -47,7 +47,18 @@ class ZeroConfig(TrainingConfig):
     engine: EngineName | None = None  # vllm (default when installed) | hf
     engine_dtype: str | None = None  # None: the engine's default (vLLM: bf16 where native, HF float32)
     engine_options: dict[str, Any] = field(default_factory=dict)  # more engine settings, e.g. on a GPU shared
-    #                            with training: {gpu_memory_utilization: 0.3} (see ahalab.engines.vllm.VLLMEngine)
+    #                            with training: {gpu_memory_utilization: 0.3, enable_sleep_mode: true}, on CPU
+    #                            {kv_cache_gib: 1} per rank (see ahalab.engines.vllm.VLLMEngine, engines.server)
+    # where vLLM generates (as TRL's vllm_mode; docs/scaling.md): colocate: each training rank's own engine in its
+    # process, given the new weights after each step; server: a `vllm serve` process (VLLM_SERVER_DEV_MODE=1) at
+    # vllm_server_base_url (None: http://host:port), reached over HTTP; the new weights go through vllm_sync_dir,
+    # a directory the server reads at the same path (None: the run's vllm-sync/)
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str | None = None
+    vllm_server_host: str = "127.0.0.1"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0  # seconds to wait for the server to answer /health
+    vllm_sync_dir: str | None = None
     # rewards: name -> weight (see ahalab.rewards.REWARDS, or "module:function" for any TRL-style reward
     # function, e.g. trl.rewards:think_format_reward), and per-reward options
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format_soft": 0.5})
@@ -68,12 +79,19 @@ class ZeroConfig(TrainingConfig):
     sample_every: int = 5  # write completions to samples.jsonl every K steps (0: never)
     sample_groups: int = 1  # how many of the step's groups to write (0: all, to audit every rewarded sample)
 
-    NEUTRAL: ClassVar[frozenset[str]] = TrainingConfig.NEUTRAL | {"sample_every", "sample_groups"}
+    NEUTRAL: ClassVar[frozenset[str]] = TrainingConfig.NEUTRAL | {"sample_every", "sample_groups",
+                                                                  "vllm_server_base_url", "vllm_server_host",
+                                                                  "vllm_server_port", "vllm_server_timeout",
+                                                                  "vllm_sync_dir"}
 
     def preset(self, key: str) -> Any:
         """This run's value of a variant setting: the explicit one, else the loss preset's."""
         value = getattr(self, key)
         return LOSS_PRESETS[self.loss][key] if value is None else value
+
+    def vllm_server_url(self) -> str:
+        """The server's root URL (server mode)."""
+        return self.vllm_server_base_url or f"http://{self.vllm_server_host}:{self.vllm_server_port}"
 
     def validate(self) -> None:
         from ahalab.tasks.decontaminate import check_eval_specs
@@ -81,6 +99,8 @@ class ZeroConfig(TrainingConfig):
         super().validate()
         get_format(self.format)
         check_eval_specs(self.decontaminate)
+        if self.vllm_mode == "server" and self.engine == "hf":
+            raise UserError("vllm_mode: server generates with a vLLM server; it takes engine: vllm (or unset)")
         if self.generations < 2:
             raise UserError("generations must be >= 2 (advantages compare completions of the same prompt)")
         for name, value in (("steps", self.steps), ("prompts_per_step", self.prompts_per_step),

@@ -10,14 +10,17 @@ training core's, ``ahalab.training.loop``):
      length-sorted micro-batches, logits only at completion tokens (``ahalab.rl.batch``); ``grpo_loss``
      per micro-batch, gradients accumulated, clipped, AdamW; ``mu`` passes, the first pass's detached
      log-probabilities serving as the old policy's (no extra forward);
-  4. the engine gets the new weights (vLLM: ``load_weights``; the HF engine shares the model).
+  4. the engine gets the new weights (vLLM: ``load_weights``; the HF engine shares the model); a vLLM engine in
+     sleep mode sleeps from the end of the rollouts to this sync.
 Then metrics, samples and the held-out eval at their intervals.
 
 With many processes (``ahalab.training.distributed``) every rank samples and scores its contiguous share of the
 step's prompts with its own engine (whole groups: advantages stay within a rank) and every rank then holds all
 of them, so dynamic sampling, metrics and samples.jsonl see exactly the step one process would; the update
 splits the kept groups between the ranks and normalises by the whole batch's counts. The held-out eval is
-split the same way.
+split the same way. Generation is colocated (``vllm_mode: colocate``: each rank's own engine, each given the new
+weights) or one `vllm serve` for every rank (``server``: each rank sends its share of the prompts, rank 0 pushes the
+weights and the others wait for it).
 """
 from __future__ import annotations
 
@@ -92,7 +95,15 @@ class ZeroTrainer(Trainer):
         engine_name = cfg.engine or default_engine_name()
         if engine_name == "hf":  # generate with the very model being trained: nothing to sync
             engine_opts["model"] = self.policy
-        self.engine = make_engine(engine_name, self.model_dir, **engine_opts)
+        if cfg.vllm_mode == "server":
+            from ahalab.engines.server import VLLMServerEngine
+
+            self.engine = VLLMServerEngine(self.model_dir, cfg.vllm_server_url(),
+                                           cfg.vllm_sync_dir or run.path / "vllm-sync", wait=cfg.vllm_server_timeout,
+                                           **({"dtype": cfg.engine_dtype} if cfg.engine_dtype else {}),
+                                           **cfg.engine_options)
+        else:
+            self.engine = make_engine(engine_name, self.model_dir, **engine_opts)
         self.shares_model = getattr(self.engine, "model", None) is self.policy
         context = {"task": self.task, "max_tokens": cfg.max_new_tokens}
         self.reward_fns = {name: get_reward(name, **context, **cfg.reward_options.get(name, {}))
@@ -105,12 +116,15 @@ class ZeroTrainer(Trainer):
     # --- the loop -----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.engine.shared:  # a server may hold other weights (another run's) than this run's first policy
+            self.sync_weights()
         if self.cfg.eval.every and self.cfg.eval.at_start:
             self.record(0, self.evaluate())
 
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         batch, sampled = self.sample_batch(step)
+        self.engine.sleep()  # vLLM's sleep mode, where enabled: its GPU memory to the update
         t1 = time.perf_counter()
         stats = self.update(batch, step)
         t2 = time.perf_counter()
@@ -229,8 +243,14 @@ class ZeroTrainer(Trainer):
                 yield name, merged.get(name, p).detach()
 
     def sync_weights(self) -> None:
-        if not self.shares_model:
+        """The engine gets the policy's weights; one engine behind every rank (a server) gets them from rank 0, and
+        no rank samples again before it has."""
+        if self.shares_model:
+            return
+        if self.dist.main or not self.engine.shared:
             self.engine.load_weights(self.policy_weights())
+        if self.engine.shared:
+            self.dist.barrier()
 
     # --- measuring and logging ----------------------------------------------------------------------
 

@@ -12,12 +12,17 @@ split and the collectives; the model is not wrapped in DDP: the loop's forwards 
 head directly (a shared prompt's KV cache, ``ahalab.models.prefix``) and backpropagate in several pieces per
 step, which never run DDP's forward hooks, so gradients are reduced explicitly, one all-reduce per bucket.
 
+On CPU each rank is bound to its own share of the node's cores (``bind_cores``: rank r of N on C cores takes cores
+r*C/N .. (r+1)*C/N - 1, or its entry of ``VLLM_CPU_OMP_THREADS_BIND``), training threads and its vLLM engine alike,
+so that ranks never compete for a core.
+
 Rank 0 alone writes the run directory (config, metrics, samples, checkpoints, model, reports, hub push); the
 other ranks write nothing there. With one process every helper here is the identity: nothing is reduced,
 nothing changes.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -73,9 +78,12 @@ class Distributed:
         # one process: the device as before accelerate (cuda when available); many: each rank's (cuda:<local rank>)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")) if self.world == 1 \
             else self.accelerator.device
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        self.cores = rank_cores(self.accelerator.local_process_index, local_world) \
+            if self.world > 1 and self.device.type == "cpu" else None
         if self.world > 1:
-            log.info("rank %d of %d on %s, %s backend", self.rank, self.world, self.device,
-                     torch.distributed.get_backend())
+            log.info("rank %d of %d on %s, %s backend%s", self.rank, self.world, self.device,
+                     torch.distributed.get_backend(), f", cores {self.cores}" if self.cores else "")
 
     def share(self, items: list[T]) -> list[T]:
         """This rank's contiguous part of ``items`` (the first ranks take one more when they do not divide)."""
@@ -109,6 +117,11 @@ class Distributed:
 
         return broadcast_object_list([obj])[0]
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
+
     def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Sum the gradients of ``params`` over the ranks (a rank that ran no backward adds zeros), in buckets of
         ``BUCKET`` elements; afterwards every rank holds the whole step's gradient."""
@@ -127,6 +140,46 @@ class Distributed:
                 bucket = []
         for p, g in zip(params, grads):
             p.grad = g
+
+
+@functools.cache
+def rank_cores(local_rank: int, local_world: int) -> list[int] | None:
+    """``bind_cores`` once per process (a second trainer in it keeps the binding: the first rewrote the environment
+    that ``bind_cores`` reads)."""
+    return bind_cores(local_rank, local_world)
+
+
+def bind_cores(local_rank: int, local_world: int) -> list[int] | None:
+    """Bind this process (its threads now, and so the threads they start) to its share of the cores it may use and
+    return them: entry ``local_rank`` of ``VLLM_CPU_OMP_THREADS_BIND`` when that is a list per rank ("0-3|4-7", vLLM's
+    form), else the ``local_rank``-th of ``local_world`` contiguous slices; None with the binding off
+    (``VLLM_CPU_OMP_THREADS_BIND=nobind``) or fewer cores than ranks. ``VLLM_CPU_OMP_THREADS_BIND`` and
+    ``OMP_NUM_THREADS`` are then this rank's: an engine started later sees them (vLLM's in-process CPU engine
+    keeps the process's binding; its worker processes, where it starts them, bind to that list)."""
+    spec = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    allowed = sorted(os.sched_getaffinity(0))
+    if spec == "nobind" or (spec == "auto" and len(allowed) < local_world):
+        log.warning("rank %d: not binding cores (VLLM_CPU_OMP_THREADS_BIND=%s, %d cores for %d ranks)", local_rank,
+                    spec, len(allowed), local_world)
+        return None
+    if spec == "auto":
+        cores = allowed[local_rank * len(allowed) // local_world:(local_rank + 1) * len(allowed) // local_world]
+    else:
+        lists = spec.split("|")
+        if len(lists) != local_world:
+            raise UserError(f"VLLM_CPU_OMP_THREADS_BIND={spec!r} names {len(lists)} core lists for {local_world} ranks")
+        cores = [c for part in lists[local_rank].split(",") for c in _core_range(part)]
+    for thread in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(thread), cores)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+    os.environ["OMP_NUM_THREADS"] = str(len(cores))
+    return cores
+
+
+def _core_range(part: str) -> range:
+    """"4-7" -> 4..7, "5" -> 5."""
+    lo, _, hi = part.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
 
 
 def train_run(command: str, cfg: TrainingConfig, resume: bool, allow_config_change: bool,

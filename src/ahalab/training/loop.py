@@ -4,9 +4,9 @@
     trainer.train()                               # start() once, then train_step(step) to total_steps,
                                                   # logging metrics and checkpointing; then finish()
 
-Set-up: torch threads, seed, device, bf16 autocast, the model from its base or the last checkpoint
-(LoRA adapters attached or restored), AdamW. Each step, a subclass's ``train_step`` builds its batch
-and loss, calls ``set_lr(step)`` and ``optimizer_step(step, loss)`` (gradient clipping and the NaN/inf
+Set-up: seed, device (on many CPU ranks, each rank's cores), torch threads, bf16 autocast, the model from its
+base or the last checkpoint (LoRA adapters attached or restored), AdamW. Each step, a subclass's ``train_step``
+builds its batch and loss, calls ``set_lr(step)`` and ``optimizer_step(step, loss)`` (gradient clipping and the NaN/inf
 guard), and returns its metrics (to metrics.jsonl and the ``report_to`` trackers). Resume restores optimiser,
 RNG and data position from the last checkpoint, refuses a config change that would alter results (unless
 allowed), and drops metric and sample rows logged after that checkpoint (they are redone). With ``push_to_hub``
@@ -79,10 +79,10 @@ class Trainer(ABC):
 
         cfg.validate()
         self.cfg, self.run = cfg, run
-        if cfg.threads:
-            _set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.dist = Distributed(cfg.device)
+        if cfg.threads or self.dist.cores:  # default on many CPU ranks: one thread per core of the rank's share
+            _set_threads(cfg.threads or len(self.dist.cores))
         self.device = self.dist.device
         self.autocast = use_bf16(cfg.bf16, self.device.type)
         self.model_dir = resolve_model(cfg.model)

@@ -83,8 +83,8 @@ class Distributed:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")) if self.world == 1 \
             else self.accelerator.device
         if self.world > 1:
-            log.info("rank %d of %d on %s, %s backend", self.rank, self.world, self.device,
-                     torch.distributed.get_backend())
+            log.info("rank %d of %d on %s, %s backend%s", self.rank, self.world, self.device,
+                     torch.distributed.get_backend(), ", FSDP2 sharding" if self.fsdp else "")
 
     def share(self, items: list[T]) -> list[T]:
         """This rank's contiguous part of ``items`` (the first ranks take one more when they do not divide)."""

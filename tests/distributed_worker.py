@@ -1,11 +1,12 @@
 """What tests/test_distributed.py launches: one process alone, or each rank of a torchrun / accelerate launch.
 
-    python distributed_worker.py grpo|sft MODEL OUT     one optimiser step per variant; each rank's metrics and
-                                                        parameters after it in OUT/<variant>-rank<R>.pt
+    python distributed_worker.py grpo|sft MODEL OUT [SHARDING]    one optimiser step per variant; each rank's metrics
+                                                                  and parameters after it in OUT/<variant>-rank<R>.pt
     python distributed_worker.py vllm MODEL OUT         2 GRPO steps, vLLM rollouts ($ZERO_EXTRA: more settings,
                                                         JSON, e.g. server mode); each rank's cores, its threads'
                                                         affinity and its engine against the policy in
                                                         OUT/vllm-rank<R>.json
+SHARDING is the trainers' ``sharding`` setting (none, fsdp2); metrics, gradients and parameters are saved whole.
 ``noisy7`` is a reward for `ahalab zero` runs (``distributed_worker:noisy7``, with tests/ on PYTHONPATH).
 """
 from __future__ import annotations
@@ -65,7 +66,7 @@ class FixedEngine(Engine):
         return out
 
 
-def grpo(model: str, out: Path) -> None:
+def grpo(model: str, out: Path, sharding: str) -> None:
     from ahalab.rewards import REWARDS
     from ahalab.rl.config import ZeroConfig, ZeroEval
     from ahalab.rl.trainer import ZeroTrainer
@@ -77,14 +78,14 @@ def grpo(model: str, out: Path) -> None:
         cfg = ZeroConfig(model=model, engine="hf", steps=1, prompts_per_step=5, generations=4, max_new_tokens=8,
                          train_size=60, rewards={"say7": 1.0}, lr=1e-4, threads=1, eval=ZeroEval(every=0),
                          keep_checkpoints=0, sample_every=1, sample_groups=0,
-                         micro_batch_tokens=48, out=str(out / name), **extra)
+                         micro_batch_tokens=48, sharding=sharding, out=str(out / name), **extra)
         trainer = ZeroTrainer(cfg, RunDir(cfg.out))
         trainer.engine = FixedEngine(trainer.tokenizer)
         grads = _capture_gradients(trainer)
         _save(trainer, trainer.train_step(1), grads, out / name)
 
 
-def sft(model: str, out: Path) -> None:
+def sft(model: str, out: Path, sharding: str) -> None:
     from ahalab.runs import RunDir
     from ahalab.sft.config import SFTConfig
     from ahalab.sft.trainer import SFTTrainer
@@ -102,7 +103,7 @@ def sft(model: str, out: Path) -> None:
                 "prefix": {"micro_batch_tokens": 160}}
     for name, extra in variants.items():
         cfg = SFTConfig(model=model, train=[str(data)], batch_size=7, max_steps=1, lr=1e-4, threads=1,
-                        keep_checkpoints=0, out=str(out / name), **extra)
+                        keep_checkpoints=0, sharding=sharding, out=str(out / name), **extra)
         trainer = SFTTrainer(cfg, RunDir(cfg.out))
         grads = _capture_gradients(trainer)
         _save(trainer, trainer.train_step(1), grads, out / name)
@@ -137,7 +138,8 @@ def _capture_gradients(trainer) -> dict[str, torch.Tensor]:
     step = trainer.optimizer.step
 
     def capture(*args, **kwargs):
-        grads.update({k: v.grad.clone() for k, v in trainer.model.named_parameters() if v.grad is not None})
+        grads.update({k: trainer.dist.full(v.grad.clone()) for k, v in trainer.model.named_parameters()
+                      if v.grad is not None})
         return step(*args, **kwargs)
 
     trainer.optimizer.step = capture
@@ -145,12 +147,21 @@ def _capture_gradients(trainer) -> dict[str, torch.Tensor]:
 
 
 def _save(trainer, metrics: dict, grads: dict[str, torch.Tensor], path: Path) -> None:
-    """This rank's metrics of the step, the gradient and the parameters after it, and how many processes shared it."""
-    params = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
-    torch.save({"world": trainer.dist.world, "metrics": metrics, "grads": grads, "params": params},
+    """This rank's metrics of the step, the gradient and the parameters after it (whole), how many processes shared
+    it and the fraction of the parameters' elements this rank holds (FSDP: its shards)."""
+    from torch.distributed.tensor import DTensor
+
+    named = dict(trainer.model.named_parameters())
+    params = {k: trainer.dist.full(v.detach().clone()) for k, v in named.items()}
+    held = sum(v.to_local().numel() if isinstance(v, DTensor) else v.numel() for v in named.values())
+    torch.save({"world": trainer.dist.world, "metrics": metrics, "grads": grads, "params": params,
+                "held": held / sum(v.numel() for v in params.values())},
                path.parent / f"{path.name}-rank{trainer.dist.rank}.pt")
 
 
 if __name__ == "__main__":
-    mode, model, out = sys.argv[1:4]
-    {"grpo": grpo, "sft": sft, "vllm": vllm}[mode](model, Path(out))
+    mode, model, out, sharding = [*sys.argv[1:4], *sys.argv[4:5], "none"][:4]
+    if mode == "vllm":
+        vllm(model, Path(out))
+    else:
+        {"grpo": grpo, "sft": sft}[mode](model, Path(out), sharding)

@@ -1,5 +1,6 @@
 """Many processes (ahalab.training.distributed): one step on 2 gloo processes equals one process on the whole batch
-(GRPO and SFT, loss, gradient norm and parameters to 1e-5 in float32), rank 0 alone writes the run directory, and
+(GRPO and SFT, loss, gradient norm and parameters to 1e-5 in float32), data parallel and sharded (FSDP2, each rank
+holding half the parameters), rank 0 alone writes the run directory, and
 a 2-process run killed after a checkpoint resumes on 2 processes exactly; another process count is refused unless
 allowed, and then continues with the same prompts."""
 from __future__ import annotations
@@ -22,22 +23,36 @@ ENV = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}", "OMP_NUM_THREADS
        "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _worker(mode: str, model: str, out: Path, processes: int) -> None:
+def _worker(mode: str, model: str, out: Path, processes: int, sharding: str = "none") -> None:
     """tests/distributed_worker.py alone (the one-process path: no launcher, no process group) or on 2 gloo ranks."""
-    script = [str(TESTS / "distributed_worker.py"), mode, model, str(out)]
+    script = [str(TESTS / "distributed_worker.py"), mode, model, str(out), sharding]
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     done = subprocess.run([sys.executable, *(launcher if processes > 1 else []), *script], env=ENV, capture_output=True,
                           text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _compare(one: Path, two: Path, variants: list[str], loss_rel: float = 1e-5) -> None:
+@pytest.fixture(scope="module")
+def alone(tiny_model, tmp_path_factory):
+    """The one-process worker's output directory for a mode (run once per module)."""
+    root, done = tmp_path_factory.mktemp("alone"), set()
+
+    def get(mode: str) -> Path:
+        if mode not in done:
+            _worker(mode, tiny_model, root / mode, 1)
+            done.add(mode)
+        return root / mode
+    return get
+
+
+def _compare(one: Path, two: Path, variants: list[str], sharding: str, loss_rel: float = 1e-5) -> None:
     for name in variants:
         alone = torch.load(one / f"{name}-rank0.pt", weights_only=False)
         assert alone["world"] == 1
         for rank in (0, 1):
             shared = torch.load(two / f"{name}-rank{rank}.pt", weights_only=False)
             assert shared["world"] == 2
+            assert shared["held"] == 1 if sharding == "none" else 0.4 < shared["held"] < 0.6, (name, shared["held"])
             a, b = alone["metrics"], shared["metrics"]  # every rank reports the whole step's metrics
             for key in a:
                 if not key.startswith("time_") and key != "tokens_per_s":
@@ -46,32 +61,37 @@ def _compare(one: Path, two: Path, variants: list[str], loss_rel: float = 1e-5) 
                 torch.testing.assert_close(shared["params"][key], p, atol=1e-5, rtol=0, msg=f"{name} {key}")
 
 
+SHARDINGS = pytest.mark.parametrize("sharding", ["none", "fsdp2"])
+
+
 @pytest.mark.multiprocess
-def test_a_grpo_step_on_two_processes_is_the_one_process_step(tiny_model, tmp_path):
+@SHARDINGS
+def test_a_grpo_step_on_two_processes_is_the_one_process_step(tiny_model, alone, tmp_path, sharding):
     """5 prompts (3 + 2 per rank), fixed completions so that only the distribution differs; "grpo" (per-sequence
     means over the whole batch's sequences) and "dapo" (token mean over the whole batch's tokens, KL to the
-    reference, 2 passes, dynamic sampling dropping flat groups and refilling across ranks)."""
-    _worker("grpo", tiny_model, tmp_path / "one", 1)
-    _worker("grpo", tiny_model, tmp_path / "two", 2)
-    _compare(tmp_path / "one", tmp_path / "two", ["grpo", "dapo"])
-    dapo = torch.load(tmp_path / "one" / "dapo-rank0.pt", weights_only=False)["metrics"]
+    reference, 2 passes, dynamic sampling dropping flat groups and refilling across ranks). FSDP2: the ranks run
+    different numbers of forwards (3 and 2 prompts' micro-batches), and the step is still the same."""
+    one = alone("grpo")
+    _worker("grpo", tiny_model, tmp_path / "two", 2, sharding)
+    _compare(one, tmp_path / "two", ["grpo", "dapo"], sharding)
+    dapo = torch.load(one / "dapo-rank0.pt", weights_only=False)["metrics"]
     assert dapo["groups_sampled"] > dapo["groups_kept"] == 5 and dapo["loss"] != 0  # refilled; a loss that shows
     for name in ("grpo", "dapo"):  # rank 0 wrote the run directory once: every group's samples, no rank's twice
-        one, two = tmp_path / "one" / name, tmp_path / "two" / name
+        one, two = alone("grpo") / name, tmp_path / "two" / name
         assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
         rows = [json.loads(line) for line in (two / "samples.jsonl").read_text().splitlines()]
         assert rows == [json.loads(line) for line in (one / "samples.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.multiprocess
-def test_an_sft_step_on_two_processes_is_the_one_process_step(tiny_model, tmp_path):
+@SHARDINGS
+def test_an_sft_step_on_two_processes_is_the_one_process_step(tiny_model, alone, tmp_path, sharding):
     """7 examples (4 + 3 per rank): one example per forward, so the forwards are the same either way and loss,
     gradient and parameters agree to 1e-5; in the default layout (each rank's own shared prefix) the forwards
     differ, and so do the float32 roundings (the loss still agrees to 1e-5, the gradient norm to 1e-4)."""
-    _worker("sft", tiny_model, tmp_path / "one", 1)
-    _worker("sft", tiny_model, tmp_path / "two", 2)
-    _compare(tmp_path / "one", tmp_path / "two", ["alone"])
-    a = torch.load(tmp_path / "one" / "prefix-rank0.pt", weights_only=False)["metrics"]
+    _worker("sft", tiny_model, tmp_path / "two", 2, sharding)
+    _compare(alone("sft"), tmp_path / "two", ["alone"], sharding)
+    a = torch.load(alone("sft") / "prefix-rank0.pt", weights_only=False)["metrics"]
     b = torch.load(tmp_path / "two" / "prefix-rank0.pt", weights_only=False)["metrics"]
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     assert b["trained_tokens"] == a["trained_tokens"]
@@ -150,14 +170,15 @@ def test_another_process_count_is_refused_unless_allowed_then_the_prompts_go_on(
 def test_one_process_shares_everything_and_reduces_nothing():
     from ahalab.training.distributed import Distributed
 
-    dist = Distributed("cpu")
+    dist = Distributed("cpu", "fsdp2")  # one process: nothing to shard either
     assert (dist.rank, dist.world, dist.main, dist.device) == (0, 1, True, torch.device("cpu"))
     items = [3, 1, 2]
     assert dist.share(items) is items and dist.gather(items) is items and dist.broadcast(items) is items
     assert dist.reduce(0.1, 7) == (0.1, 7) and dist.reduce(2.5, op="max") == (2.5,)
-    p = torch.nn.Parameter(torch.ones(2))
-    dist.sync_gradients([p])
-    assert p.grad is None
+    p, model = torch.nn.Parameter(torch.ones(2)), torch.nn.Linear(2, 2)
+    dist.shard(model), dist.unshard(model), dist.sync_gradients(model, [p])
+    assert p.grad is None and type(model.weight) is torch.nn.Parameter
+    assert dist.full(items) is items and dist.weights(model) is None and dist.optimizer_state(None) is None
 
 
 def test_a_checkpoint_restores_this_ranks_rng_and_predates_num_processes(tmp_path):
@@ -168,7 +189,7 @@ def test_a_checkpoint_restores_this_ranks_rng_and_predates_num_processes(tmp_pat
     from ahalab.training.checkpoint import check_resumable, load_state, rng_state, save_checkpoint
 
     model = torch.nn.Linear(2, 2)
-    model.save_pretrained = lambda path: Path(path).mkdir(parents=True)
+    model.save_pretrained = lambda path, state_dict=None: Path(path).mkdir(parents=True)
     tok = type("Tok", (), {"save_pretrained": lambda self, path: None})()
     opt = torch.optim.AdamW(model.parameters())
     states, expected = [], []
@@ -195,3 +216,41 @@ def test_num_processes_is_checked_and_the_package_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "ahalab", "sft", "--help"], env=ENV, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and "--num-processes" in done.stdout
+
+
+# --- FSDP2 checkpoints --------------------------------------------------------------------------------------
+
+
+def _sft(model: str, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ahalab", "sft", "--model", model, "--train", str(data), "--out", str(out),
+           "batch_size=4", "max_steps=3", "checkpoint_every=1", "keep_checkpoints=3", "threads=1", "lr=1e-3",
+           "evals=[]", *extra]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.multiprocess
+def test_an_fsdp2_run_saves_whole_weights_and_resumes_sharded_or_not(tiny_model, alone, tmp_path):
+    """`ahalab sft --num-processes 2 sharding=fsdp2`: checkpoints and model/ hold the whole weights (gathered, the
+    tied embedding once, as an unsharded run writes them) and the optimiser state laid out as one process's, so a
+    resume from step 2 on 2 sharded processes redoes step 3 exactly, and on one unsharded process to float32
+    rounding of the other layout."""
+    from safetensors.torch import load_file
+
+    data = alone("sft") / "sft.jsonl"
+    full = tmp_path / "full"
+    _sft(tiny_model, data, full, "--num-processes", "2", "sharding=fsdp2")
+    weights = load_file(full / "model" / "model.safetensors")
+    assert sorted(weights) == sorted(load_file(Path(tiny_model) / "model.safetensors"))
+    for name, extra, tol in [("sharded", ("--num-processes", "2"), 1e-6),
+                             ("alone", ("num_processes=1", "sharding=none"), 1e-4)]:
+        run = tmp_path / name
+        shutil.copytree(full, run)
+        shutil.rmtree(run / "checkpoints" / "step-000003")
+        assert "resuming from" in _sft(tiny_model, data, run, "--resume", *extra).stdout
+        a, b = _series(full)[-1], _series(run)[-1]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=tol)
+        for key, w in load_file(run / "model" / "model.safetensors").items():
+            torch.testing.assert_close(w, weights[key], atol=tol, rtol=0, msg=f"{name} {key}")

@@ -30,12 +30,12 @@ def test_lr_schedule_warms_up_then_decays() -> None:
 
 
 class _Tok:
-    def save_pretrained(self, path: Path) -> None:
+    def save_pretrained(self, path: Path, state_dict=None) -> None:
         (Path(path) / "tokenizer.json").write_text("{}")
 
 
 class _Model(torch.nn.Linear):
-    def save_pretrained(self, path: Path) -> None:
+    def save_pretrained(self, path: Path, state_dict=None) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), Path(path) / "weights.pt")
 

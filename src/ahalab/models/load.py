@@ -30,9 +30,10 @@ def with_lora(model, r: int, alpha: int | None, targets: str | list[str], adapte
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha or 2 * r, target_modules=targets, lora_dropout=0.0))
 
 
-def save_model(model, tokenizer, out: str | Path) -> Path:
+def save_model(model, tokenizer, out: str | Path, state_dict: dict | None = None) -> Path:
     """Save ``model`` (a LoRA adapter merged into its base first) and ``tokenizer`` as a plain HF directory
-    that engines and trainers load; written to a temporary directory and renamed into place."""
+    that engines and trainers load (``state_dict``: its weights gathered from sharded ranks; default: its own);
+    written to a temporary directory and renamed into place."""
     import os
     import shutil
     import tempfile
@@ -43,7 +44,7 @@ def save_model(model, tokenizer, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the model private to this user
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)

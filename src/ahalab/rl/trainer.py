@@ -93,7 +93,7 @@ class ZeroTrainer(Trainer):
         engine_opts: dict[str, Any] = {"seed": cfg.seed, **({"dtype": cfg.engine_dtype} if cfg.engine_dtype else {}),
                                        **cfg.engine_options}
         engine_name = cfg.engine or default_engine_name()
-        if engine_name == "hf":  # generate with the very model being trained: nothing to sync
+        if engine_name == "hf" and not self.dist.fsdp:  # generate with the very model being trained: nothing to sync
             engine_opts["model"] = self.policy
         if cfg.vllm_mode == "server":
             from ahalab.engines.server import VLLMServerEngine
@@ -193,6 +193,7 @@ class ZeroTrainer(Trainer):
         tokens = sum(mb.num_tokens for chunk in chunks for mb in chunk.micro_batches)
         loss_sum = kl_sum = clipped_sum = 0.0
         for _ in range(cfg.mu):
+            self.dist.unshard(self.policy)
             k = 0  # micro-batch number: the same order in every pass
             for chunk in chunks:
                 prefix = Prefix(self.policy, chunk, self.autocast)  # each prompt once
@@ -229,7 +230,7 @@ class ZeroTrainer(Trainer):
     def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Every weight of the policy under its HF name; with LoRA, adapted layers carry the merged weight."""
         if not self.cfg.lora_r:
-            yield from ((name, p.detach()) for name, p in self.policy.named_parameters())
+            yield from ((name, self.dist.full(p.detach())) for name, p in self.policy.named_parameters())
             return
         from peft.tuners.lora import LoraLayer
 

@@ -75,6 +75,7 @@ class SFTTrainer(Trainer):
         batch = [self.examples[i] for i in self.order.take(cfg.batch_size)]
         lr = self.set_lr(step)
         mine = self.dist.share(batch)
+        self.dist.unshard(self.model)
         prefix, mbs = self.micro_batches(mine) if mine else (None, [])
         targets, micro = self.dist.reduce(sum(mb.num_targets for mb in mbs), len(mbs))
         loss_sum = 0.0

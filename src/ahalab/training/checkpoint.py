@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,12 @@ def fsync_dir(path: Path) -> None:
 def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer: Any,
                     optimizer: torch.optim.Optimizer, data_position: int, keep: int,
                     config: dict[str, Any] | None = None, method: str | None = None,
-                    rng: list[dict[str, Any]] | None = None) -> Path:
+                    rng: list[dict[str, Any]] | None = None, model_state: dict[str, torch.Tensor] | None = None,
+                    optimizer_state: dict[str, Any] | None = None) -> Path:
     """Write checkpoint ``step`` and delete all but the newest ``keep`` (>= 1); with ``method`` its model
     directory gets a model card too (it is a loadable HF model like the final one). ``rng``: every rank's
-    ``rng_state()``, in rank order (default: this process's)."""
+    ``rng_state()``, in rank order (default: this process's). ``model_state``, ``optimizer_state``: the model's and the
+    optimiser's state dicts gathered from sharded ranks (default: their own)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (got {keep}); a run that keeps no checkpoints writes none")
     root = checkpoint_dir(run_path)
@@ -90,11 +93,11 @@ def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer
     final = root / f"{PREFIX}{step:06d}"
     tmp = root / f"{TMP}{PREFIX}{step:06d}"
     tmp.mkdir()
-    model.save_pretrained(tmp / "model")
+    model.save_pretrained(tmp / "model", state_dict=model_state)
     tokenizer.save_pretrained(tmp / "model")
     if method is not None:
         write_model_card(tmp / "model", method, config or {})
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer_state or optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"step": step, "data_position": data_position, "rng": rng or [rng_state()]}, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(config or {}, default=str, sort_keys=True))
     _fsync_tree(tmp)
@@ -133,11 +136,13 @@ def check_resumable(path: Path, cfg: Any) -> None:
                         "runs. Resume with the run's own config.yaml, or pass --allow-config-change")
 
 
-def load_state(path: Path, optimizer: torch.optim.Optimizer, rank: int = 0) -> dict[str, Any]:
-    """Restore the optimiser state and rank ``rank``'s RNG states from checkpoint ``path`` (a rank the checkpoint
-    has none for, resumed on more processes than it was written with, keeps its own); returns its step and data
-    position."""
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+def load_state(path: Path, optimizer: torch.optim.Optimizer, rank: int = 0,
+               place: Callable[[torch.optim.Optimizer, dict], dict] | None = None) -> dict[str, Any]:
+    """Restore the optimiser state (``place``: cut to this rank's shards first) and rank ``rank``'s RNG states from
+    checkpoint ``path`` (a rank the checkpoint has none for, resumed on more processes than it was written with,
+    keeps its own); returns its step and data position."""
+    saved = torch.load(path / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(place(optimizer, saved) if place else saved)
     state = torch.load(path / "state.pt", weights_only=True)
     ranks = [state["rng"]] if isinstance(state["rng"], dict) else state["rng"]  # a dict: from before per-rank states
     if rank < len(ranks):

@@ -9,6 +9,8 @@ from ahalab.errors import UserError
 from ahalab.training.hub import HUB_KEYS, check_hub
 from ahalab.training.schedule import Schedule
 
+Sharding = Literal["none", "fsdp2"]
+
 
 @dataclass
 class TrainingConfig(Config):
@@ -27,6 +29,8 @@ class TrainingConfig(Config):
     device: str | None = None  # None: cuda when available, else cpu
     num_processes: int = 1  # training processes on this node (data parallel, ahalab.training.distributed); > 1
     #                           without a launcher: the command launches itself on that many through accelerate
+    sharding: Sharding = "none"  # fsdp2: parameters, gradients and optimiser state sharded across the processes
+    #                           (FSDP2, ahalab.training.distributed; also set by accelerate's launcher's FSDP config)
     threads: int | None = None  # torch threads (None: torch's default)
     seed: int = 0
     checkpoint_every: int = 10  # steps; the last step always checkpoints (unless keep_checkpoints is 0)
@@ -40,8 +44,8 @@ class TrainingConfig(Config):
     hub_model_id: str | None = None  # "name" (your namespace) or "owner/name"; None: the run directory's name
     hub_private_repo: bool | None = None  # create the repo private; None: the namespace's default
 
-    NEUTRAL: ClassVar[frozenset[str]] = frozenset({"out", "threads", "checkpoint_every", "keep_checkpoints",
-                                                   "report_to"}) | HUB_KEYS
+    NEUTRAL: ClassVar[frozenset[str]] = frozenset({"out", "threads", "sharding", "checkpoint_every",
+                                                   "keep_checkpoints", "report_to"}) | HUB_KEYS
 
     def validate(self) -> None:
         from ahalab.training.trackers import check_report_to
@@ -50,6 +54,9 @@ class TrainingConfig(Config):
         check_hub(self.push_to_hub, self.hub_model_id)
         if self.micro_batch_tokens < 1:
             raise UserError(f"micro_batch_tokens must be >= 1 (got {self.micro_batch_tokens})")
+        if self.sharding != "none" and self.lora_r:
+            raise UserError(f"sharding {self.sharding} with LoRA is not implemented; train LoRA data parallel "
+                            "(sharding: none): its trainable weights are small")
         if self.num_processes < 1:
             raise UserError(f"num_processes must be >= 1 (got {self.num_processes})")
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "lora_r"):

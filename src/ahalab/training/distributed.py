@@ -1,4 +1,4 @@
-"""Many training processes on one node, through accelerate: data parallelism written once for GRPO and SFT.
+"""Many training processes on one node, through accelerate: data parallelism (and FSDP2) written once for GRPO and SFT.
 
     accelerate launch --multi_gpu --num_processes 2 -m ahalab sft ...   # or torchrun --nproc_per_node 2 -m ahalab ...
     ahalab sft --num-processes 2 ...                                    # the same, launched by ahalab itself
@@ -15,6 +15,16 @@ step, which never run DDP's forward hooks, so gradients are reduced explicitly, 
 On CPU each rank is bound to its own share of the node's cores (``bind_cores``: rank r of N on C cores takes cores
 r*C/N .. (r+1)*C/N - 1, or its entry of ``VLLM_CPU_OMP_THREADS_BIND``), training threads and its vLLM engine alike,
 so that ranks never compete for a core.
+
+Sharded (``sharding: fsdp2``, or accelerate's launcher with recipes/accelerate/fsdp2.yaml): torch's FSDP2
+(``fully_shard``, per decoder layer and the root) keeps each rank's shard of the parameters, gradients and AdamW
+state. The ranks run different numbers of forwards and backwards (their shares differ; a rank may have none), so
+no collective may hang on a forward: ``unshard`` gathers all parameters once at the start of a step's forwards,
+gradients accumulate unreduced, and ``sync_gradients`` reduce-scatters them once (a synced zero-weighted backward
+on every rank) and reshards. So a rank holds whole parameters and gradients during the update and only its shard
+otherwise (during rollouts, between steps); the optimiser state stays sharded. Checkpoints and the final model
+are gathered whole (``weights``, ``optimizer_state``: the layout of one process, so a run resumes sharded or not).
+DeepSpeed is refused (``launcher_sharding``).
 
 Rank 0 alone writes the run directory (config, metrics, samples, checkpoints, model, reports, hub push); the
 other ranks write nothing there. With one process every helper here is the identity: nothing is reduced,
@@ -34,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from ahalab.errors import UserError
+from ahalab.training.config import Sharding
 
 if TYPE_CHECKING:
     from ahalab.runs import RunDir
@@ -52,9 +63,10 @@ def launched_world() -> int:
 
 class Distributed:
     """This process's place among the training processes (accelerate's ``Accelerator``) and the collectives the
-    training loop needs; with one process each of them returns its input."""
+    training loop needs; with one process each of them returns its input. ``sharding`` "fsdp2" (or a launcher's
+    FSDP config) shards the model (``shard``), with many processes only."""
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, sharding: Sharding = "none") -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedType
 
@@ -65,13 +77,10 @@ class Distributed:
         self.main = self.accelerator.is_main_process
         if self.world != launched_world():
             raise UserError(f"launched as one of {launched_world()} processes but accelerate set up {self.world}")
-        # accelerate's launcher asks for sharding in the environment; on CPU its Accelerator would ignore that
-        sharded = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true"]
-        if sharded or kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-            raise UserError(f"accelerate is set up for {sharded[0] if sharded else kind.value}; ahalab's training "
-                            "loop runs data parallel only (recipes/accelerate/ddp_cpu.yaml, ddp_gpu.yaml or "
-                            "--num-processes): it does not shard parameters yet (FSDP2, DeepSpeed ZeRO-2/3), see "
-                            "docs/scaling.md")
+        self.fsdp = launcher_sharding(sharding) == "fsdp2" and self.world > 1  # one process: nothing to shard
+        if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP):
+            raise UserError(f"accelerate is set up for {kind.value}; ahalab's training loop runs data parallel or "
+                            "FSDP2 (recipes/accelerate/), see docs/scaling.md")
         if self.world > 1 and device not in (None, "cpu", "cuda"):
             raise UserError(f"device {device!r}: with {self.world} processes each rank takes its own device "
                             "(device: cpu, cuda or unset)")
@@ -82,8 +91,9 @@ class Distributed:
         self.cores = rank_cores(self.accelerator.local_process_index, local_world) \
             if self.world > 1 and self.device.type == "cpu" else None
         if self.world > 1:
-            log.info("rank %d of %d on %s, %s backend%s", self.rank, self.world, self.device,
-                     torch.distributed.get_backend(), f", cores {self.cores}" if self.cores else "")
+            log.info("rank %d of %d on %s, %s backend%s%s", self.rank, self.world, self.device,
+                     torch.distributed.get_backend(), f", cores {self.cores}" if self.cores else "",
+                     ", FSDP2 sharding" if self.fsdp else "")
 
     def share(self, items: list[T]) -> list[T]:
         """This rank's contiguous part of ``items`` (the first ranks take one more when they do not divide)."""
@@ -122,10 +132,51 @@ class Distributed:
         if self.world > 1:
             self.accelerator.wait_for_everyone()
 
-    def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """Sum the gradients of ``params`` over the ranks (a rank that ran no backward adds zeros), in buckets of
-        ``BUCKET`` elements; afterwards every rank holds the whole step's gradient."""
+    def shard(self, model: torch.nn.Module) -> None:
+        """FSDP2 (torch's ``fully_shard``) on ``model``: each decoder layer (the model's ``_no_split_modules``) one
+        unit, the rest (embeddings, final norm, LM head: a tied weight once) the root's. The loop calls the decoder
+        and the LM head directly, never ``model.forward``: both enter through the root's forward hooks
+        (``register_fsdp_forward_method``), which every backward then finishes. Parameters stay sharded between
+        steps and are gathered for a step by ``unshard``; gradients are summed (divide factor 1, not FSDP's mean:
+        losses are normalised by the whole step's counts). No-op without FSDP."""
+        if not self.fsdp:
+            return
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        blocks = set(getattr(model, "_no_split_modules", None) or [])
+        for module in [m for m in model.modules() if type(m).__name__ in blocks]:
+            fully_shard(module, reshard_after_forward=False)
+        fully_shard(model, reshard_after_forward=False)
+        for module in _fsdp_modules(model):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # a plain sum: gloo has no pre-multiplied one
+        for name, part in (("_decoder_forward", model.get_decoder()), ("_head_forward", model.get_output_embeddings())):
+            setattr(model, name, part.forward)
+            register_fsdp_forward_method(model, name)
+            part.forward = getattr(model, name)
+
+    def unshard(self, model: torch.nn.Module) -> None:
+        """FSDP: gather every unit's parameters for the forwards and backwards up to the next ``sync_gradients``, on
+        every rank at once (ranks run different numbers of forwards, so no collective may hang on one); gradients
+        then accumulate unreduced. The loop's direct decoder and LM-head calls see plain tensors. No-op otherwise."""
+        if not self.fsdp:
+            return
+        model.set_requires_gradient_sync(False)
+        model.set_reshard_after_backward(False)
+        for module in _fsdp_modules(model):
+            module.unshard()
+
+    def sync_gradients(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
+        """Sum the gradients of ``params`` over the ranks (a rank that ran no backward adds zeros); afterwards every
+        rank holds the whole step's gradient: FSDP, its shard of it (one reduce-scatter per unit, then the
+        parameters are resharded); otherwise all of it (all-reduce in buckets of ``BUCKET`` elements)."""
         if self.world == 1:
+            return
+        if self.fsdp:  # FSDP reduces in a synced backward: one zero-weighted token, on every rank
+            model.set_requires_gradient_sync(True)
+            model.set_reshard_after_backward(True)
+            hidden = model.get_decoder()(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device))
+            (model.get_output_embeddings()(hidden.last_hidden_state).sum() * 0).backward()
             return
         from accelerate.utils import reduce
 
@@ -140,6 +191,77 @@ class Distributed:
                 bucket = []
         for p, g in zip(params, grads):
             p.grad = g
+
+    def full(self, obj: T) -> T:
+        """``obj`` (a tensor, or dicts and lists of them) with every sharded tensor (DTensor) gathered whole, on
+        every rank (collective: every rank passes the same structure); unchanged without FSDP."""
+        if not self.fsdp:
+            return obj
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(obj, DTensor):
+            return obj.full_tensor()  # type: ignore[return-value]
+        if isinstance(obj, dict):
+            return type(obj)((k, self.full(v)) for k, v in obj.items())  # type: ignore[return-value]
+        if isinstance(obj, list):
+            return [self.full(v) for v in obj]  # type: ignore[return-value]
+        return obj
+
+    def weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """FSDP: the model's full state dict, gathered on every rank (to save it), a tied weight under its first name
+        only (as ``save_pretrained`` writes it); None otherwise (the model's own)."""
+        if not self.fsdp:
+            return None
+        tied = set(dict(model.named_parameters(remove_duplicate=False))) - set(dict(model.named_parameters()))
+        return self.full({k: v for k, v in model.state_dict().items() if k not in tied})
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """FSDP: the optimiser's state dict with its sharded moments gathered whole, on every rank, laid out as one
+        process's (a checkpoint resumes sharded or not); None otherwise (the optimiser's own)."""
+        return self.full(optimizer.state_dict()) if self.fsdp else None
+
+    def place_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        """A whole optimiser state dict (a checkpoint's) cut to this rank's shards of ``optimizer``'s parameters."""
+        if not self.fsdp:
+            return state
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for i, moments in state["state"].items():
+            p = params[i]
+            if isinstance(p, DTensor):
+                moments.update({k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+                                for k, v in moments.items() if v.shape == p.shape})
+        return state
+
+
+
+def launcher_sharding(sharding: Sharding) -> Sharding:
+    """``sharding``, or "fsdp2" where accelerate's launcher asked for FSDP (its config's ``fsdp_config``, passed in the
+    environment; on CPU its ``Accelerator`` would ignore it and run DDP). DeepSpeed and FSDP settings ahalab does
+    not implement are refused, naming what to use instead."""
+    env = os.environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise UserError("accelerate is set up for DeepSpeed; ahalab's training loop does not run under DeepSpeed's "
+                        "engine (it owns backward, the optimiser step and gradient accumulation, which the loop does "
+                        "itself): shard with FSDP2 (recipes/accelerate/fsdp2.yaml or sharding=fsdp2), see "
+                        "docs/scaling.md")
+    if env.get("ACCELERATE_USE_FSDP", "").lower() != "true":
+        return sharding
+    if env.get("FSDP_VERSION", "1") != "2":
+        raise UserError("accelerate is set up for FSDP version 1; ahalab shards with FSDP2 only (fsdp_version: 2, "
+                        "recipes/accelerate/fsdp2.yaml)")
+    asked = [k for k in ("FSDP_OFFLOAD_PARAMS", "FSDP_ACTIVATION_CHECKPOINTING") if env.get(k, "").lower() == "true"]
+    if asked:
+        raise UserError(f"{', '.join(k.lower() for k in asked)}: not implemented by ahalab's FSDP2 sharding (set them "
+                        "false, recipes/accelerate/fsdp2.yaml)")
+    return "fsdp2"
+
+
+def _fsdp_modules(model: torch.nn.Module) -> list[Any]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
 @functools.cache
@@ -194,10 +316,11 @@ def train_run(command: str, cfg: TrainingConfig, resume: bool, allow_config_chan
 
     if cfg.num_processes > 1 and launched_world() == 1:
         return launch(command, cfg, resume, allow_config_change)
-    dist = Distributed(cfg.device)
+    dist = Distributed(cfg.device, cfg.sharding)
     if dist.world > 1 and cfg.num_processes not in (1, dist.world):
         raise UserError(f"num_processes is {cfg.num_processes} but the launcher started {dist.world} processes")
     cfg.num_processes = dist.world
+    cfg.sharding = launcher_sharding(cfg.sharding)  # as the run's config.yaml records it
     run = RunDir.create(cfg.out, command) if dist.main else None
     path = dist.broadcast(str(run.path) if run else None)  # the directory rank 0 named (a timestamp by default)
     cfg.out = cfg.out or (path if dist.world > 1 else None)

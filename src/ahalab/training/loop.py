@@ -14,7 +14,9 @@ the saved model directory then goes to the hub (``ahalab.training.hub``).
 
 With many processes (``ahalab.training.distributed``) every rank runs this loop on its share of each step;
 ``optimizer_step`` sums the gradients and the loss over the ranks first, checkpoints keep every rank's RNG
-states, and rank 0 alone writes the run directory (config, metrics, checkpoints, ``finish``, hub push).
+states, and rank 0 alone writes the run directory (config, metrics, checkpoints, ``finish``, hub push). With
+``sharding: fsdp2`` the model is sharded (FSDP2): a step's forwards start with ``self.dist.unshard(self.model)``,
+and checkpoints and the final model are gathered whole on every rank, then written by rank 0.
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ class Trainer(ABC):
         cfg.validate()
         self.cfg, self.run = cfg, run
         torch.manual_seed(cfg.seed)
-        self.dist = Distributed(cfg.device)
+        self.dist = Distributed(cfg.device, cfg.sharding)
         if cfg.threads or self.dist.cores:  # default on many CPU ranks: one thread per core of the rank's share
             _set_threads(cfg.threads or len(self.dist.cores))
         self.device = self.dist.device
@@ -97,17 +99,19 @@ class Trainer(ABC):
             self.model = with_lora(self.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets,
                                    None if self.checkpoint is None else self.checkpoint / "model")
         self.model.to(self.device).train()
+        self.dist.shard(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
         self.resuming = resume
+        self.weights: dict[str, torch.Tensor] | None = None  # FSDP: the full weights gathered for save_model
 
     def resume(self) -> None:
         """Continue from the last checkpoint (if resuming); drop rows logged after it."""
         if not self.resuming:
             return
         if self.checkpoint is not None:
-            state = load_state(self.checkpoint, self.optimizer, self.dist.rank)
+            state = load_state(self.checkpoint, self.optimizer, self.dist.rank, self.dist.place_optimizer_state)
             self.step, self.order.position = state["step"], state["data_position"]
             self.resumed()
             if self.dist.main:
@@ -162,10 +166,12 @@ class Trainer(ABC):
                 every = self.cfg.checkpoint_every
                 if self.cfg.keep_checkpoints and (step == self.total_steps or (every and step % every == 0)):
                     rng = self.dist.gather([rng_state()])  # every rank's, for an exact resume
+                    weights, moments = self.dist.weights(self.model), self.dist.optimizer_state(self.optimizer)
                     if self.dist.main:
                         save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer,
                                         self.order.position, self.cfg.keep_checkpoints, to_dict(self.cfg),
-                                        self.METHOD, rng)
+                                        self.METHOD, rng, weights, moments)
+            self.weights = self.dist.weights(self.model)  # FSDP: gathered here, on every rank, for save_model
             if not self.dist.main:
                 return None
             summary = self.finish()
@@ -189,9 +195,9 @@ class Trainer(ABC):
     def optimizer_step(self, step: int, loss: float) -> tuple[float, float]:
         """Sum the accumulated gradients and ``loss`` (this rank's part of the step's loss) over the ranks, clip, stop
         on a non-finite loss or gradient, step AdamW; returns the step's loss and the gradient norm."""
-        self.dist.sync_gradients(self.params)
+        self.dist.sync_gradients(self.model, self.params)
         loss, = self.dist.reduce(loss)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+        grad_norm = float(self.dist.full(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             last = latest_checkpoint(self.run.path)
             raise TrainingError(f"step {step}: loss {loss} / gradient norm {grad_norm} is not finite; stopped "
@@ -206,6 +212,6 @@ class Trainer(ABC):
         card (README.md; ``results``: held-out metric -> value)."""
         from ahalab.models import save_model
 
-        path = save_model(self.model, self.tokenizer, self.run.file("model"))
+        path = save_model(self.model, self.tokenizer, self.run.file("model"), self.weights)
         write_model_card(path, self.METHOD, to_dict(self.cfg), results)
         return path

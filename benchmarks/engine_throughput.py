@@ -55,6 +55,15 @@ def measure(name: str, model_dir: str, count: int, max_tokens: int, repeats: int
             "load_s": round(load_s, 1), **options}
 
 
+def report(result: dict[str, Any], out: str | None) -> None:
+    """Print ``result`` as one JSON line; also write it to ``out`` when given."""
+    line = json.dumps(result)
+    print(line)
+    if out:
+        with open(out, "w") as f:
+            f.write(line + "\n")
+
+
 def device_name() -> str:
     """The GPU's name, or the CPU's architecture, vector capability and usable cores."""
     if torch.cuda.is_available():
@@ -89,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             result[name] = measure(name, model_dir, a.prompts, a.max_tokens, a.repeats, options[name])
     if "hf" in result and "vllm" in result:
         result["vllm_over_hf"] = round(result["vllm"]["tokens_per_s"] / result["hf"]["tokens_per_s"], 2)
-    line = json.dumps(result)
-    print(line)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(line + "\n")
+    report(result, a.out)
     return 0
 
 

@@ -12,11 +12,10 @@ Prints one JSON line; ``--out`` also writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
-from engine_throughput import device_name, measure
+from engine_throughput import device_name, measure, report
 
 from ahalab.engines import make_engine
 from ahalab.models import resolve_model
@@ -65,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.chunk:
             result[f"eval_chunks_of_{a.chunk}"] = evaluation(engine, task, problems, a.format, a.max_tokens, a.chunk)
     result["eval_over_engine"] = round(result["eval"]["tokens_per_s"] / result["engine"]["tokens_per_s"], 3)
-    line = json.dumps(result)
-    print(line)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(line + "\n")
+    report(result, a.out)
     return 0
 
 

@@ -181,6 +181,31 @@ def test_one_process_shares_everything_and_reduces_nothing():
     assert dist.full(items) is items and dist.weights(model) is None and dist.optimizer_state(None) is None
 
 
+def test_accelerates_one_process_cpu_launch_of_n_processes_is_refused(monkeypatch):
+    """Without a GPU or a config, `accelerate launch --num_processes 2` starts one process: refused, not run."""
+    from accelerate.commands.launch import launch_command_parser
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    from ahalab.training.distributed import launched_world
+
+    for key in ("WORLD_SIZE", "MASTER_ADDR", "ACCELERATE_USE_CPU"):
+        monkeypatch.delenv(key, raising=False)
+    for n, refused in ((1, False), (2, True)):
+        args = launch_command_parser().parse_args(["--num_processes", str(n), "--mixed_precision", "no", "--num_machines",
+                                                   "1", "--dynamo_backend", "no", "-m", "ahalab", "zero"])
+        args.use_cpu = args.cpu  # as launch_command fills it in before choosing the simple launcher
+        with monkeypatch.context() as m:
+            for key, value in prepare_simple_launcher_cmd_env(args)[1].items():
+                m.setenv(key, value)
+            if refused:
+                with pytest.raises(UserError, match="ddp_cpu.yaml"):
+                    launched_world()
+            else:
+                assert launched_world() == 1
+            m.setenv("WORLD_SIZE", "2")  # torchrun's launcher (what ddp_cpu.yaml selects) says how many
+            assert launched_world() == 2
+
+
 def test_a_checkpoint_restores_this_ranks_rng_and_predates_num_processes(tmp_path):
     import random
 

@@ -146,7 +146,13 @@ def test_a_changed_code_version_makes_a_done_stage_stale(tmp_path, monkeypatch) 
     monkeypatch.setattr(pipeline, "code_version", lambda: "another-version")
     lines: list[str] = []
     run_recipe(recipe, out, dry_run=True, log=lines.append)
-    assert all(": redo" in line for line in lines)
+    assert lines and all(": redo" in line for line in lines)
+    kept: list[str] = []  # --allow-code-change: unchanged config and inputs keep their finished work
+    run_recipe(recipe, out, dry_run=True, log=kept.append, allow_code_change=True)
+    assert len(kept) == len(lines) and all(": done" in line for line in kept)
+    changed: list[str] = []  # ... but not past a change of config, nor downstream of one
+    run_recipe(recipe, out, ["first.x=99"], dry_run=True, log=changed.append, allow_code_change=True)
+    assert [line.split(": ")[1].split(";")[0] for line in changed] == ["redo", "done", "redo"]
 
 
 def test_neutral_settings_do_not_redo_and_a_redo_moves_finished_work_aside(tmp_path, tiny_model) -> None:

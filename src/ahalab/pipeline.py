@@ -53,6 +53,7 @@ class PlannedStage:
     stage: Stage
     dir: Path
     hash: str
+    config_hash: str  # the hash without the code version (--allow-code-change)
     state: str  # "done" (skip), "resume", "run", "redo"
 
 
@@ -163,35 +164,40 @@ def code_version() -> str:
     return content_digest(Path(__file__).resolve().parent)[:16]
 
 
-def stage_hash(stage: Stage, upstream: dict[str, tuple[str, str]]) -> str:
-    """Hash of kind + result-changing config + its input files' contents + upstream hashes + code version."""
+def stage_hash(stage: Stage, upstream: dict[str, tuple[str, str]], code: bool = True) -> str:
+    """Hash of kind + result-changing config + its input files' contents + upstream hashes + code version
+    (``code=False``: without it, upstream hashes taken the same way)."""
     kind = STAGE_KINDS[stage.kind]
     cls = kind.config_class(stage.config)
     neutral = getattr(cls, "NEUTRAL", frozenset())
     config = {k: v for k, v in stage.config.items() if k not in neutral}
     ids = {name: {out: f"<{h}:{out}>" for out in STAGE_KINDS[k].outputs} for name, (h, k) in upstream.items()}
     blob = json.dumps({"kind": stage.kind, "config": substitute(config, ids), "inputs": input_digests(config),
-                       "code": code_version()}, sort_keys=True, default=str)
+                       **({"code": code_version()} if code else {})}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan(stages: list[Stage], run_dir: Path) -> list[PlannedStage]:
+def plan(stages: list[Stage], run_dir: Path, allow_code_change: bool = False) -> list[PlannedStage]:
+    """Each stage's directory, hash and state. ``allow_code_change``: a stage whose config and inputs are
+    unchanged keeps its finished (or checkpointed) work although ahalab's code changed since."""
     upstream: dict[str, tuple[str, str]] = {}
+    upstream_config: dict[str, tuple[str, str]] = {}
     out: list[PlannedStage] = []
     for st in stages:
-        h = stage_hash(st, upstream)
-        upstream[st.name] = (h, st.kind)
+        h, hc = stage_hash(st, upstream), stage_hash(st, upstream_config, code=False)
+        upstream[st.name], upstream_config[st.name] = (h, st.kind), (hc, st.kind)
         d = run_dir / f"{st.index + 1:02d}-{st.name}"
         meta = _read_meta(d)
-        if meta and meta.get("hash") == h and meta.get("status") == "done":
+        same = meta is not None and (meta.get("hash") == h or allow_code_change and meta.get("config_hash") == hc)
+        if same and meta.get("status") == "done":
             state = "done"
-        elif meta and meta.get("hash") == h:
+        elif same:
             state = "resume"
         elif d.exists():
             state = "redo"
         else:
             state = "run"
-        out.append(PlannedStage(st, d, h, state))
+        out.append(PlannedStage(st, d, h, hc, state))
     return out
 
 
@@ -222,14 +228,15 @@ def move_aside(d: Path, force: bool) -> str:
 
 def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | None = None,
                dry_run: bool = False, log: Callable[[str], None] = print,
-               force: bool = False) -> dict[str, dict[str, Any]]:
+               force: bool = False, allow_code_change: bool = False) -> dict[str, dict[str, Any]]:
     """Run (or with ``dry_run`` only print the plan of) a recipe; returns each stage's outputs.
 
-    A stage to redo has its old directory moved aside; ``force`` deletes it instead."""
+    A stage to redo has its old directory moved aside; ``force`` deletes it instead. ``allow_code_change``: see
+    ``plan``."""
     _, stages = load_recipe(path, overrides)
     check_wiring(stages, path)
     run_dir = Path(run_dir)
-    planned = plan(stages, run_dir)
+    planned = plan(stages, run_dir, allow_code_change)
     for p in planned:
         reads = sorted({f"{s}.{o}" for _, s, o in refs(p.stage.config)})
         log(f"[{p.stage.index + 1}/{len(planned)}] {p.stage.name} ({p.stage.kind}) -> {p.dir}: {p.state}"
@@ -246,7 +253,8 @@ def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | Non
             log(f"== stage {p.stage.name}: inputs changed; the old directory was {move_aside(p.dir, force)}")
         p.dir.mkdir(parents=True, exist_ok=True)
         config = substitute(p.stage.config, values)
-        meta = {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash, "config": config,
+        meta = {"name": p.stage.name, "kind": p.stage.kind, "hash": p.hash, "config_hash": p.config_hash,
+                "code_version": code_version(), "config": config,
                 "reads": sorted({s for _, s, _ in refs(p.stage.config)})}
         atomic_write_json(p.dir / "stage.json", {**meta, "status": "running"})
         log(f"== stage {p.stage.name} ({p.stage.kind})")
@@ -279,6 +287,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="check the wiring and print the plan; run nothing")
     p.add_argument("--force", action="store_true", help="delete the directories of stages to redo (default: "
                    "move them aside to <dir>.old-<time>)")
+    p.add_argument("--allow-code-change", action="store_true", help="keep finished and checkpointed stages whose "
+                   "config and inputs are unchanged although ahalab's code changed since (default: a new code "
+                   "version redoes every stage)")
     p.set_defaults(func=_run)
 
 
@@ -289,7 +300,8 @@ def _run(args: Any) -> int:
         raise UserError("run a recipe in one process (not under accelerate launch or torchrun): a training stage with "
                         "num_processes: N launches its own N processes")
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
-    run_recipe(args.recipe, out, args.overrides, dry_run=args.dry_run, force=args.force)
+    run_recipe(args.recipe, out, args.overrides, dry_run=args.dry_run, force=args.force,
+               allow_code_change=args.allow_code_change)
     if not args.dry_run:
         print(f"recipe done; run directory: {out}")
     return 0

@@ -34,3 +34,10 @@ class SFTConfig(TrainingConfig):
             raise UserError("sft needs training data: train: [file.jsonl, ...] (or --train FILE)")
         if self.batch_size < 1 or self.epochs <= 0 or self.max_seq_len < 2:
             raise UserError("sft needs batch_size >= 1, epochs > 0 and max_seq_len >= 2")
+        from ahalab.config import from_dict
+        from ahalab.eval.evaluate import EvalConfig
+
+        for i, spec in enumerate(self.evals):  # checked now, not after the training they follow
+            if not isinstance(spec, dict):
+                raise UserError(f"evals[{i}]: an eval set is a mapping of `ahalab eval` settings plus name")
+            from_dict(EvalConfig, {k: v for k, v in spec.items() if k != "name"}, f"evals[{i}]")

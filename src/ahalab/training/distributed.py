@@ -58,6 +58,13 @@ RELAUNCHED = "AHALAB_RELAUNCHED"  # set for the processes `--num-processes` laun
 
 def launched_world() -> int:
     """Processes a launcher (torchrun, accelerate launch) started this one among; 1 without a launcher."""
+    if "WORLD_SIZE" not in os.environ and "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ:
+        # accelerate's simple launcher (no GPU, no config) sets MASTER_ADDR only when asked for several processes,
+        # then starts one: fail before a run trains on one process thinking it is on N
+        raise UserError("`accelerate launch --num_processes N` without a GPU or a config file starts ONE process "
+                        "(accelerate's CPU launcher). Start N CPU processes with `accelerate launch --config_file "
+                        "recipes/accelerate/ddp_cpu.yaml --num_processes N -m ahalab ...` (or --multi_gpu), or "
+                        "`ahalab zero|sft ... --num-processes N`")
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 

@@ -139,6 +139,13 @@ class Distributed:
         if self.world > 1:
             self.accelerator.wait_for_everyone()
 
+    def close(self) -> None:
+        """Wait until every rank is done (rank 0 writes the run's last files), then leave the process group: a rank
+        that exits with its gloo group open can abort ("terminate called without an active exception")."""
+        if self.world > 1:
+            self.barrier()
+            self.accelerator.end_training()
+
     def shard(self, model: torch.nn.Module) -> None:
         """FSDP2 (torch's ``fully_shard``) on ``model``: each decoder layer (the model's ``_no_split_modules``) one
         unit, the rest (embeddings, final norm, LM head: a tied weight once) the root's. The loop calls the decoder
@@ -332,6 +339,7 @@ def train_run(command: str, cfg: TrainingConfig, resume: bool, allow_config_chan
     path = dist.broadcast(str(run.path) if run else None)  # the directory rank 0 named (a timestamp by default)
     cfg.out = cfg.out or (path if dist.world > 1 else None)
     summary = train(run or RunDir(path))
+    dist.close()
     return (summary, run.path) if run and summary is not None and not os.environ.get(RELAUNCHED) else None
 
 

@@ -4,7 +4,8 @@
 One update's worth of policy work (``ahalab.rl.batch``) on real ``r1`` prompts (arithmetic level 1, ~143
 tokens, ~120 of them the shared system prompt) with ``--generations`` random completions of ``--tokens``
 tokens per prompt, full fine-tuning, fp32; fastest of ``--repeats``. To compare two versions of the update, run it
-with ``PYTHONPATH`` pointing at each checkout's ``src`` (docs/benchmarks.md compares commits this way). Prints one JSON line.
+with ``PYTHONPATH`` pointing at each checkout's ``src`` (docs/benchmarks.md compares commits this way). Prints one
+JSON line; ``peak_rss_mib`` is the process's peak resident memory (the model load included).
 
     python benchmarks/grpo_update.py --prompts 8 --generations 8 --tokens 40
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -61,7 +63,8 @@ def main() -> None:
         runs.append(split)
     best = min(runs, key=lambda s: sum(s.values()))
     print(json.dumps({"sequences": len(prompts), "prompt_tokens": len(prompts[0]), "completion_tokens": a.tokens,
-                      "total_s": round(sum(best.values()), 2), **{k: round(v, 2) for k, v in best.items()}}))
+                      "total_s": round(sum(best.values()), 2), **{k: round(v, 2) for k, v in best.items()},
+                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ A group's G completions share one prompt (and a long one: the r1 format's is ~14
 completion). ``Prefix`` runs every prompt of a chunk through the decoder once (and the system prompt they all
 open with once per chunk) and keeps its KV cache (``ahalab.models.prefix.SharedPrefix``); completion
 micro-batches (rows sorted by length, so little padding) continue from that cache, and the prompt forward gets
-their gradients in one backward. The LM head runs only on hidden states that predict completion tokens.
+their gradients in one backward. The LM head runs only on hidden states that predict completion tokens, a chunk of
+them at a time (``ahalab.models.logprobs``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ahalab.models.logprobs import token_logprobs
 from ahalab.models.prefix import SharedPrefix, pad
 
 
@@ -84,17 +86,14 @@ class Prefix(SharedPrefix):
     def logprobs(self, mb: MicroBatch, temperature: float = 1.0) -> torch.Tensor:
         """log p(token) of each completion token (logits / temperature), [b, Lc] like ``mb.mask``.
 
-        With ``autocast`` the decoder and the LM head run in bf16 (about 2x faster on CPU with native bf16;
+        With ``autocast`` the decoder and the LM head's matmul run in bf16 (about 2x faster on CPU with native bf16;
         logits then carry bf16 rounding, harmless when ``mu`` = 1 since old and new log-probabilities are the
-        same numbers); the log-softmax is float32 either way.
+        same numbers); the log-softmax is float32 either way, over a chunk of rows at a time (``token_logprobs``).
         """
         states = self.decode(mb.prompt, mb.ids, mb.mask)
         selected = mb.mask.bool().to(self.device)
-        with self._autocast():
-            # position t predicts completion token t: the prompt's last state, then the completion's own states
-            hidden = torch.cat([self.last_hidden[mb.prompt].unsqueeze(1).to(states.dtype), states[:, :-1]], 1)
-            logits = self.model.get_output_embeddings()(hidden[selected])  # [N, vocab]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # bf16 -> float32
-        tokens = mb.ids.to(self.device)[selected]
-        flat = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        # position t predicts completion token t: the prompt's last state, then the completion's own states
+        hidden = torch.cat([self.last_hidden[mb.prompt].unsqueeze(1).to(states.dtype), states[:, :-1]], 1)
+        flat = token_logprobs(hidden[selected], self.model.get_output_embeddings(), mb.ids.to(self.device)[selected],
+                              temperature, autocast=self.autocast)  # [N]
         return flat.new_zeros(mb.mask.shape).masked_scatter(selected, flat)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ahalab.errors import UserError
+from ahalab.models.logprobs import token_logprobs
 from ahalab.models.prefix import SharedPrefix, common_length
 
 
@@ -137,8 +138,8 @@ def completion_nll(model: torch.nn.Module, mb: MicroBatch, autocast: bool = Fals
     """Summed negative log-likelihood of the trained tokens of ``mb``; with ``prefix``, ``mb`` holds padded
     remainders that continue it (its backward is the caller's, after all micro-batches).
 
-    The decoder runs under bf16 autocast when ``autocast``; the LM head runs (in the model's dtype)
-    only on the positions that predict trained tokens, never on prompt or padding positions.
+    The decoder runs under bf16 autocast when ``autocast``; the LM head runs (in the model's dtype, a chunk of rows
+    at a time: ``token_logprobs``) only on the positions that predict trained tokens, never on prompt or padding.
     """
     device = next(model.parameters()).device
     if prefix is not None:
@@ -150,7 +151,6 @@ def completion_nll(model: torch.nn.Module, mb: MicroBatch, autocast: bool = Fals
                 input_ids=mb.input_ids.to(device), position_ids=mb.position_ids.to(device),
                 attention_mask=None if mb.attention_mask is None else mb.attention_mask.to(device),
                 use_cache=False).last_hidden_state  # a KV cache would turn transformers' packed-sequence masking off
-    head = model.get_output_embeddings()
     targets = mb.targets.to(device)
-    logits = head(hidden[:, :-1][targets].to(head.weight.dtype))
-    return torch.nn.functional.cross_entropy(logits.float(), mb.input_ids[:, 1:].to(device)[targets], reduction="sum")
+    tokens = mb.input_ids[:, 1:].to(device)[targets]
+    return -token_logprobs(hidden[:, :-1][targets], model.get_output_embeddings(), tokens).sum()

@@ -149,10 +149,11 @@ class Distributed:
     def shard(self, model: torch.nn.Module) -> None:
         """FSDP2 (torch's ``fully_shard``) on ``model``: each decoder layer (the model's ``_no_split_modules``) one
         unit, the rest (embeddings, final norm, LM head: a tied weight once) the root's. The loop calls the decoder
-        and the LM head directly, never ``model.forward``: both enter through the root's forward hooks
-        (``register_fsdp_forward_method``), which every backward then finishes. Parameters stay sharded between
-        steps and are gathered for a step by ``unshard``; gradients are summed (divide factor 1, not FSDP's mean:
-        losses are normalised by the whole step's counts). No-op without FSDP."""
+        directly, never ``model.forward``, and reads the LM head's weight (``token_logprobs``); the decoder and the
+        LM head (``sync_gradients``) enter through the root's forward hooks (``register_fsdp_forward_method``), which
+        every backward then finishes. Parameters stay sharded between steps and are gathered for a step by
+        ``unshard``; gradients are summed (divide factor 1, not FSDP's mean: losses are normalised by the whole step's
+        counts). No-op without FSDP."""
         if not self.fsdp:
             return
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method

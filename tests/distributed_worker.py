@@ -115,10 +115,10 @@ def vllm(model: str, out: Path) -> None:
     from ahalab.runs import RunDir
     from weight_checks import engine_vs_policy
 
-    cfg = ZeroConfig(model=model, engine="vllm", engine_dtype="float32", steps=2, prompts_per_step=2, generations=4,
-                     max_new_tokens=8, train_size=50, rewards={"language": 1.0, "repetition": 1.0}, lr=1e-2,
-                     eval=ZeroEval(every=0), keep_checkpoints=0, sample_every=0, out=str(out / "run"),
-                     **json.loads(os.environ.get("ZERO_EXTRA", "{}")))
+    settings = {"engine_dtype": "float32", "lr": 1e-2, **json.loads(os.environ.get("ZERO_EXTRA", "{}"))}
+    cfg = ZeroConfig(model=model, engine="vllm", steps=2, prompts_per_step=2, generations=4, max_new_tokens=8,
+                     train_size=50, rewards={"language": 1.0, "repetition": 1.0}, eval=ZeroEval(every=0),
+                     keep_checkpoints=0, sample_every=0, out=str(out / "run"), **settings)
     trainer = ZeroTrainer(cfg, RunDir(cfg.out))
     with trainer.engine:
         trainer.train()

@@ -191,8 +191,9 @@ def test_accelerates_one_process_cpu_launch_of_n_processes_is_refused(monkeypatc
     for key in ("WORLD_SIZE", "MASTER_ADDR", "ACCELERATE_USE_CPU"):
         monkeypatch.delenv(key, raising=False)
     for n, refused in ((1, False), (2, True)):
-        args = launch_command_parser().parse_args(["--num_processes", str(n), "--mixed_precision", "no", "--num_machines",
-                                                   "1", "--dynamo_backend", "no", "-m", "ahalab", "zero"])
+        args = launch_command_parser().parse_args(["--num_processes", str(n), "--mixed_precision", "no",
+                                                   "--num_machines", "1", "--dynamo_backend", "no", "-m", "ahalab",
+                                                   "zero"])
         args.use_cpu = args.cpu  # as launch_command fills it in before choosing the simple launcher
         with monkeypatch.context() as m:
             for key, value in prepare_simple_launcher_cmd_env(args)[1].items():
@@ -279,3 +280,14 @@ def test_an_fsdp2_run_saves_whole_weights_and_resumes_sharded_or_not(tiny_model,
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=tol)
         for key, w in load_file(run / "model" / "model.safetensors").items():
             torch.testing.assert_close(w, weights[key], atol=tol, rtol=0, msg=f"{name} {key}")
+
+
+def test_colocated_vllm_on_many_cpu_ranks_defaults_to_float32():
+    """bf16 vLLM engines on 2 CPU ranks collapsed zero_quick (docs/scaling.md): there the unset engine_dtype is
+    float32; one process, a GPU, a server or the HF engine keep the engine's default."""
+    from ahalab.rl.trainer import colocated_cpu_dtype
+
+    assert colocated_cpu_dtype("vllm", "colocate", 2, "cpu") == "float32"
+    for args in [("vllm", "colocate", 1, "cpu"), ("vllm", "colocate", 2, "cuda"), ("vllm", "server", 2, "cpu"),
+                 ("hf", "colocate", 2, "cpu")]:
+        assert colocated_cpu_dtype(*args) is None, args

@@ -10,7 +10,7 @@ import torch
 
 from ahalab.models.prefix import common_length
 from ahalab.rl.batch import Prefix, plan_batches
-from ahalab.rl.loss import group_advantages, grpo_loss
+from ahalab.rl.loss import group_advantages, grpo_loss, sampling_ratio
 
 LOSS_TYPES = ["grpo", "dr_grpo", "dapo", "rloo"]
 
@@ -110,8 +110,9 @@ def _accelerator():
                            reduce=lambda x, reduction="sum": x)
 
 
-def _trl_loss(loss_type, logp, old, ref, adv, mask, epsilon, epsilon_high, beta, max_completion_len):
-    """TRL's own ``_compute_loss`` with the model forward replaced by the given log-probabilities."""
+def _trl_loss(loss_type, logp, old, ref, adv, mask, epsilon, epsilon_high, beta, max_completion_len, weights=None):
+    """TRL's own ``_compute_loss`` with the model forward replaced by the given log-probabilities (``weights``: its
+    vLLM importance-sampling ratio)."""
     trl = pytest.importorskip("trl")
     b, t = logp.shape
     entropies = torch.zeros_like(logp)
@@ -125,11 +126,13 @@ def _trl_loss(loss_type, logp, old, ref, adv, mask, epsilon, epsilon_high, beta,
         fake = SimpleNamespace(**common)
         return trl.RLOOTrainer._compute_loss(fake, None, {**inputs, "old_logps": (old * mask).sum(1)})
     fake = SimpleNamespace(**common, loss_type=loss_type, top_entropy_quantile=1.0, off_policy_mask_threshold=None,
-                           importance_sampling_level="token", use_vllm=False, vllm_importance_sampling_correction=False,
+                           importance_sampling_level="token", use_vllm=weights is not None,
+                           vllm_importance_sampling_correction=weights is not None,
                            current_gradient_accumulation_steps=1, max_completion_length=max_completion_len,
                            _entropy_bonus_enabled=False,
                            args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1))
-    inputs.update(old_per_token_logps=old, ref_per_token_logps=ref, num_items_in_batch=mask.sum())
+    inputs.update(old_per_token_logps=old, ref_per_token_logps=ref, num_items_in_batch=mask.sum(),
+                  **({} if weights is None else {"importance_sampling_ratio": weights}))
     return trl.GRPOTrainer._compute_loss(fake, None, inputs)
 
 
@@ -150,6 +153,47 @@ def test_matches_trl(loss_type, beta):
         mine.backward()
         theirs.backward()
         torch.testing.assert_close(mine_in.grad, trl_in.grad, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("mode", ["token_truncate", "sequence_mask"])
+def test_sampling_correction_matches_trl(loss_type, mode):
+    """The policy term weighted by TRL's vLLM importance-sampling ratio, per token or per sequence, as TRL's loss."""
+    for seed in range(3):
+        logp, old, ref, adv, mask = _random_batch(seed=seed)
+        sampled = old + (torch.rand(old.shape, generator=torch.Generator().manual_seed(seed), dtype=old.dtype) - .5)
+        weights = sampling_ratio(old, sampled, mask, mode, clip_max=1.2)
+        mine_in, trl_in = logp.clone().requires_grad_(), logp.clone().requires_grad_()
+        mine, _ = grpo_loss(mine_in, old, ref, adv, mask, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28,
+                            beta=0.04, max_completion_len=9, sampling_weights=weights)
+        theirs = _trl_loss(loss_type, trl_in, old, ref, adv, mask, 0.2, 0.28, 0.04, 9, weights=weights)
+        assert mine.item() == pytest.approx(theirs.item(), abs=1e-6)
+        unweighted, _ = grpo_loss(logp, old, ref, adv, mask, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28,
+                                  beta=0.04, max_completion_len=9)
+        assert mine.item() != pytest.approx(unweighted.item(), abs=1e-6)  # the weights count
+        mine.backward()
+        theirs.backward()
+        torch.testing.assert_close(mine_in.grad, trl_in.grad, atol=1e-6, rtol=0)
+
+
+def test_sampling_ratio_by_hand():
+    """pi_train / pi_engine per token or per sequence (the product over its tokens); truncate clamps, mask zeroes;
+    padding and tokens without an engine log-probability (NaN) count as ratio 1."""
+    old = torch.log(torch.tensor([[0.5, 0.4, 0.2], [0.3, 0.2, 0.1]]))
+    sampled = torch.log(torch.tensor([[0.25, 0.4, float("nan")], [0.3, 0.8, 0.5]]))
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    tokens = torch.tensor([[2.0, 1.0, 1.0], [1.0, 0.25, 1.0]])
+    torch.testing.assert_close(sampling_ratio(old, sampled, mask, "token_truncate", clip_max=None), tokens)
+    torch.testing.assert_close(sampling_ratio(old, sampled, mask, "token_truncate", clip_min=0.5, clip_max=1.5),
+                               torch.tensor([[1.5, 1.0, 1.0], [1.0, 0.5, 1.0]]))
+    torch.testing.assert_close(sampling_ratio(old, sampled, mask, "token_mask", clip_min=0.5, clip_max=1.5),
+                               torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]))
+    torch.testing.assert_close(sampling_ratio(old, sampled, mask, "sequence_truncate", clip_max=None),
+                               torch.tensor([[2.0], [0.25]]))
+    torch.testing.assert_close(sampling_ratio(old, sampled, mask, "sequence_mask", clip_max=1.5),
+                               torch.tensor([[0.0], [0.25]]))
+    with pytest.raises(ValueError, match="sequence_mask"):
+        sampling_ratio(old, sampled, mask, "sequence")
 
 
 # --- through a model -------------------------------------------------------------------------------------

@@ -223,6 +223,39 @@ def test_vllm_gets_the_trained_weights(tiny_model, tmp_path, lora_r):
     assert to_policy < 1e-4 and to_base > 1e-3
 
 
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed")
+def test_the_sampling_correction_reads_the_distribution_vllm_sampled(tiny_model, tmp_path):
+    """vLLM reports the log-probabilities of the tempered distribution it sampled (processed_logprobs), so with a
+    float32 engine and a float32 policy the correction finds the policy's own numbers at temperature 0.7: weights 1,
+    no gap (vLLM's raw log-probabilities, before temperature, are off by 0.5-1 here); off, it is not logged."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    for corrects in (True, False):
+        out = tmp_path / str(corrects)
+        cfg = tiny_config(tiny_model, out, engine="vllm", engine_dtype="float32", bf16=False, steps=2,
+                          temperature=0.7, vllm_importance_sampling_correction=corrects)
+        trainer = make_trainer(cfg)
+        with trainer.engine:
+            trainer.train()
+        trained = [r for r in RunDir(out).metrics() if r.get("sequences_trained")]
+        assert trained
+        for r in trained:
+            if corrects:
+                assert r["sampling_logp_diff"] < 1e-4 and r["sampling_weight_mean"] == pytest.approx(1, abs=1e-3)
+            else:
+                assert "sampling_logp_diff" not in r
+
+
+def test_an_adapter_on_the_lm_head_is_refused_when_the_config_is_built(tmp_path):
+    with pytest.raises(UserError, match="lm_head"):
+        tiny_config("m", tmp_path, lora_r=4, lora_targets="q_proj,lm_head").validate()
+
+
+def test_rloo_takes_a_sequence_level_sampling_correction(tmp_path):
+    with pytest.raises(UserError, match="sequence_mask"):
+        tiny_config("m", tmp_path, loss="rloo", vllm_importance_sampling_mode="token_truncate").validate()
+
+
 # --- kill -9 and resume ------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,11 @@
 """Every run directory gets log.txt: the libraries' INFO lines the quiet terminal did not show."""
 from __future__ import annotations
 
+import json
 import logging
+import sys
+
+import pytest
 
 from ahalab.logs import configure
 from ahalab.runs import RunDir
@@ -80,3 +84,17 @@ def test_library_warnings_before_their_own_handlers_exist_stay_off_the_terminal(
         for name in ("", *logs.LIBRARIES):
             logging.getLogger(name).removeHandler(logs._file_handler)
         logs._file_handler.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
+def test_a_summary_reports_the_peak_memory_of_its_own_run(tmp_path) -> None:
+    """summary.json's peak_rss_mib is this run's: a later run (a recipe's next stage, same process) starts over."""
+    first = RunDir.create(str(tmp_path / "first"), "x")
+    block = bytearray(256 << 20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
+    del block
+    first.write_summary({"accuracy": 0.5})
+    second = RunDir.create(str(tmp_path / "second"), "x")
+    second.write_summary({})
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("first", "second"))
+    assert a["accuracy"] == 0.5 and a["peak_rss_mib"] > b["peak_rss_mib"] + 200

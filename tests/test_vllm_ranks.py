@@ -52,6 +52,26 @@ def test_two_ranks_each_with_its_own_vllm_on_its_own_cores_get_the_trained_weigh
     assert reports[0]["trained"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.multiprocess
+@needs_vllm
+def test_a_command_with_colocated_vllm_on_two_ranks_ends_cleanly(tiny_model, tmp_path):
+    """`ahalab zero --num-processes 2` with a vLLM engine per rank exits 0 with its files written: closing a colocated
+    engine ends the launcher's process group (vLLM's external_launcher), so the ranks meet before it and leave none."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "ahalab", "zero", "--model", tiny_model, "--engine", "vllm", "--out",
+                           str(out), "--steps", "2", "--prompts-per-step", "2", "--generations", "4",
+                           "--max-new-tokens", "8", "--num-processes", "2", "train_size=20", "eval.every=2",
+                           "eval.limit=4", "eval.max_tokens=8", "rewards={language: 1.0, repetition: 1.0}",
+                           "engine_options={kv_cache_gib: 0.25}"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and (out / "model" / "model.safetensors").exists()
+    assert "float32 engines" in (out / "log.txt").read_text()  # the CPU ranks' default (docs/scaling.md)
+
+
 # --- server mode -----------------------------------------------------------------------------------------------
 
 

@@ -77,7 +77,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> tuple[dict[str, Any
         rounds.append({"round": r, "examples": summary["examples"], "data": built["summary"],
                        "trained_model": summary["trained_model"], "loss_end": summary["loss_end"]})
     summary = {"model": cfg.model, "train_on": cfg.train_on, "accuracy": results, "rounds": rounds}
-    run.write_json("summary.json", summary)
+    run.write_summary(summary)
     table = [{"model": m, **{k: v["accuracy"] for k, v in evals.items()}} for m, evals in results.items()]
     run.write_text("report.md", f"# Distillation: {cfg.model} on {cfg.data.task}\n\nTeacher: {cfg.data.teacher}; "
                    f"trained on {cfg.train_on}.\n\n" + markdown_table(table))

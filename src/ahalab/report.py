@@ -268,7 +268,7 @@ def write_report(run: Any, cfg: CompareConfig, rows: list[dict[str, Any]], entri
                          [r["greedy"]] + ([r[f"maj@{k}"]] if k > 1 else [])) for r in rows}
     line_plot(run.file("accuracy_vs_tokens.png"), series, xlabel="generated tokens per problem", logx=True,
               ylabel="accuracy", title=f"greedy (left) and maj@{k} (right) per model" if k > 1 else "greedy")
-    run.write_json("summary.json", {"settings": {k_: v for k_, v in asdict(cfg).items() if k_ != "runs"},
+    run.write_summary({"settings": {k_: v for k_, v in asdict(cfg).items() if k_ != "runs"},
                                     "rows": rows, "pairs": pairs})
     where = cfg.data or f"generated (seed {cfg.seed})"
     lines = ["# Comparison", "",

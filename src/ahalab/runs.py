@@ -15,6 +15,24 @@ import yaml
 from ahalab.errors import UserError
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident memory (VmHWM) over from its current size (Linux; no-op elsewhere)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory in MiB since it started or since ``reset_peak_rss`` (Linux's VmHWM)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else round(kib / 1024, 1)
+
+
 class DataError(UserError, ValueError):
     """Bad input data; the message names the file, the line and the field."""
 
@@ -131,6 +149,7 @@ class RunDir:
         if out is None:
             out = os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
         run = cls(out)
+        reset_peak_rss()  # the summary's memory figure is this run's (a recipe's stages run one after another)
         log_to_file(run.file("log.txt"))
         if config is not None:
             run.write_config(config)
@@ -149,6 +168,11 @@ class RunDir:
     def write_json(self, name: str, obj: Any) -> Path:
         atomic_write_json(self.file(name), obj)
         return self.file(name)
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """summary.json: ``summary`` and ``peak_rss_mib``, this process's peak resident memory since the run began
+        (Linux; None elsewhere). Launched ranks and workers are processes of their own: rank 0 reports its own."""
+        return self.write_json("summary.json", {**summary, "peak_rss_mib": peak_rss_mib()})
 
     def append(self, name: str, rows: Iterable[dict]) -> None:
         append_jsonl(self.file(name), rows)

@@ -212,7 +212,7 @@ def build_dataset(cfg: DataConfig, engine: Any = None) -> dict[str, Any]:
                "teacher": teacher_name, **selection_summary, "files": counts}
     if tokenize:
         summary["assistant_tokens"] = {f"{n}.jsonl": count_tokens(rows, tokenize) for n, rows in files.items()}
-    run.write_json("summary.json", summary)
+    run.write_summary(summary)
     info = {"task": f"{cfg.task} {cfg.task_options or ''}".strip(),
             "problems": cfg.data or f"generated, seed {cfg.seed}",
             "teacher": teacher_name, "samples per problem": cfg.samples, "filters": cfg.filters or "verified only",

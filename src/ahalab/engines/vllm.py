@@ -35,7 +35,8 @@ class VLLMEngine(Engine):
     ``block_size`` is the KV block size (prefix caching shares whole blocks; default 32 on CPU, vLLM's
     own on GPU). ``max_model_len`` is capped at the model's own context length. ``ignore_eos`` always generates
     ``max_tokens`` tokens (throughput benchmarks). Logprobs are vLLM's default ``raw_logprobs``: the
-    log-softmax of the raw next-token logits, before temperature and top-p. On CPU, vLLM binds OpenMP
+    log-softmax of the raw next-token logits, before temperature and top-p; ``logprobs_mode="processed_logprobs"``
+    gives those of the distribution sampled (after them: what GRPO's sampling correction needs). On CPU, vLLM binds OpenMP
     threads and turns ``torch.set_num_threads`` into a no-op for the rest of the process.
 
     Colocated with training on many processes (a launcher set ``WORLD_SIZE``), each rank's engine joins the
@@ -51,7 +52,8 @@ class VLLMEngine(Engine):
 
     def __init__(self, model_dir: str, dtype: str = "auto", seed: int = 0, max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, compile: bool = False, kv_cache_gib: float | None = None,
-                 block_size: int | None = None, ignore_eos: bool = False, enable_sleep_mode: bool = False) -> None:
+                 block_size: int | None = None, ignore_eos: bool = False, enable_sleep_mode: bool = False,
+                 logprobs_mode: str = "raw_logprobs") -> None:
         super().__init__(model_dir)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede importing vllm
         from transformers import AutoConfig
@@ -88,7 +90,7 @@ class VLLMEngine(Engine):
         self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
                        max_model_len=min(max_model_len, context or max_model_len), block_size=block_size,
                        use_tqdm_on_load=not quiet(), load_format="dummy" if narrowing else "auto",
-                       enable_sleep_mode=enable_sleep_mode, **memory, **launched)
+                       enable_sleep_mode=enable_sleep_mode, logprobs_mode=logprobs_mode, **memory, **launched)
         self.ignore_eos = ignore_eos
         self.sleep_mode = enable_sleep_mode
         self.asleep: set[str] = set()  # what sleeps: "weights", "kv_cache"

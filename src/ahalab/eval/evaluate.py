@@ -103,7 +103,7 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None, tag: str = "eval") -
         result = evaluate(used, task, problems, fmt=cfg.format, samples=cfg.samples, temperature=cfg.temperature,
                           top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)
     run_dir.write_text("samples.jsonl", "".join(json.dumps(r) + "\n" for r in result.records))
-    run_dir.write_json("summary.json", result.summary)
+    run_dir.write_summary(result.summary)
     write_eval_report(run_dir, cfg, result)
     return result.summary, run_dir
 

@@ -8,7 +8,7 @@ from ahalab.config import Config
 from ahalab.engines import EngineName
 from ahalab.errors import UserError
 from ahalab.prompts import get_format
-from ahalab.rl.loss import LOSS_PRESETS, Baseline, LossType, RewardScale
+from ahalab.rl.loss import LOSS_PRESETS, Baseline, LossType, RewardScale, SamplingCorrection
 from ahalab.training.config import TrainingConfig
 
 
@@ -74,6 +74,16 @@ class ZeroConfig(TrainingConfig):
     mask_truncated: bool = False  # leave completions that hit max_new_tokens out of the loss
     beta: float = 0.0  # KL to the frozen initial model (k3 estimator); 0: no reference model
     mu: int = 1  # optimisation passes per batch
+    # A colocated vLLM samples with its own kernels and precision (bf16 where native): its probabilities differ from
+    # the trained policy's (docs/scaling.md: 0.02-0.03 nats a token here). TRL's correction: weight each token (or
+    # sequence) by pi_policy / pi_vLLM (ahalab.rl.loss.sampling_ratio); *_truncate clamps the weights to
+    # [clip_min, clip_max], *_mask zeroes those outside. Mode None: token_truncate (the TIS paper's; rloo, which
+    # weighs whole sequences: sequence_truncate). Colocated vLLM only (it reports the log-probabilities of the
+    # distribution it sampled: processed_logprobs).
+    vllm_importance_sampling_correction: bool = True
+    vllm_importance_sampling_mode: SamplingCorrection | None = None
+    vllm_importance_sampling_clip_min: float | None = None
+    vllm_importance_sampling_clip_max: float | None = 2.0
     # run directory
     eval: ZeroEval = field(default_factory=ZeroEval)
     sample_every: int = 5  # write completions to samples.jsonl every K steps (0: never)
@@ -88,6 +98,10 @@ class ZeroConfig(TrainingConfig):
         """This run's value of a variant setting: the explicit one, else the loss preset's."""
         value = getattr(self, key)
         return LOSS_PRESETS[self.loss][key] if value is None else value
+
+    def sampling_correction(self) -> SamplingCorrection:
+        """The sampling correction's mode (``vllm_importance_sampling_mode``, or the loss's default)."""
+        return self.vllm_importance_sampling_mode or ("sequence_truncate" if self.loss == "rloo" else "token_truncate")
 
     def vllm_server_url(self) -> str:
         """The server's root URL (server mode)."""
@@ -112,6 +126,9 @@ class ZeroConfig(TrainingConfig):
             raise UserError(f"eval.limit must be >= 1 to evaluate every {self.eval.every} steps (got {self.eval.limit})")
         if min(self.sample_every, self.sample_groups) < 0:
             raise UserError("sample_every and sample_groups must be >= 0 (0: never / all groups)")
+        if self.loss == "rloo" and self.sampling_correction().startswith("token"):
+            raise UserError("loss rloo weighs whole sequences: vllm_importance_sampling_mode must be sequence_mask or "
+                            f"sequence_truncate (got {self.vllm_importance_sampling_mode})")
         if not self.rewards:
             raise UserError("rewards: name at least one reward function (e.g. {accuracy: 1.0})")
         from ahalab.rewards import get_reward

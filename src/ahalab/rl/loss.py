@@ -12,11 +12,13 @@ Variants are small changes to the same two functions (``LOSS_PRESETS`` lists eac
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 
 LossType = Literal["grpo", "dr_grpo", "dapo", "rloo"]
+SamplingCorrection = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 RewardScale = Literal["std", "none"]
 Baseline = Literal["mean", "rloo"]
 LOSS_PRESETS: dict[str, dict] = {
@@ -51,15 +53,38 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: RewardScale 
     return adv.masked_fill(flat, 0.0).reshape(-1)
 
 
+def sampling_ratio(old_logprobs: torch.Tensor, sampled_logprobs: torch.Tensor, mask: torch.Tensor,
+                   mode: SamplingCorrection = "token_truncate", clip_min: float | None = None,
+                   clip_max: float | None = 2.0) -> torch.Tensor:
+    """Importance weights pi_train / pi_engine for tokens an engine sampled (TRL's
+    ``vllm_importance_sampling_correction``): [B, T] per token or [B, 1] per sequence (``sequence_*``: the product of
+    the sequence's token ratios). ``*_truncate`` clamps the ratios to [clip_min, clip_max]; ``*_mask`` zeroes those
+    outside it. Tokens without an engine log-probability (NaN) count as ratio 1."""
+    diff = torch.nan_to_num((old_logprobs - sampled_logprobs) * mask, nan=0.0)  # [B, T]
+    if mode.startswith("sequence"):
+        diff = diff.sum(-1, keepdim=True)  # [B, 1]
+    ratio = torch.exp(diff)
+    low = -math.inf if clip_min is None else clip_min
+    high = math.inf if clip_max is None else clip_max
+    if mode.endswith("truncate"):
+        return torch.clamp(ratio, min=low, max=high)
+    if mode.endswith("mask"):
+        return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+    raise ValueError(f"sampling correction mode must be one of {', '.join(SamplingCorrection.__args__)} "
+                     f"(got {mode!r})")
+
+
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, *, loss_type: LossType = "grpo", epsilon: float = 0.2,
               epsilon_high: float | None = None, beta: float = 0.0, num_sequences: int | None = None,
-              num_tokens: int | None = None, max_completion_len: int | None = None) -> tuple[torch.Tensor, dict]:
+              num_tokens: int | None = None, max_completion_len: int | None = None,
+              sampling_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Clipped surrogate loss (+ beta x k3 KL to the reference) over completion tokens.
 
     Tensors are [B, T] completion positions (``mask`` 1 on real completion tokens), ``advantages`` [B].
     When the batch is a micro-batch of a bigger one, pass the whole batch's ``num_sequences`` and
-    ``num_tokens`` (masked): the micro-batch losses then sum to the whole batch's loss.
+    ``num_tokens`` (masked): the micro-batch losses then sum to the whole batch's loss. ``sampling_weights``
+    ([B, T] or [B, 1], ``sampling_ratio``) weight the policy term of tokens sampled by another engine, as TRL does.
     Returns (loss, stats): stats hold summed ``kl`` and ``clipped`` over masked tokens, for logging.
     """
     mask = mask.to(logprobs.dtype)
@@ -72,6 +97,8 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     adv = advantages.unsqueeze(1)
     policy = -torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + eps_high) * adv)
     clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+    if sampling_weights is not None:
+        policy = policy * sampling_weights
 
     kl = torch.zeros_like(logprobs)
     if beta != 0.0:

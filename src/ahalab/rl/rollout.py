@@ -78,12 +78,13 @@ def reward_inputs(samples: list[Sample], task: Task, fmt: str, chat: bool, **sta
 def rollout(engine: Engine, task: Task, problems: list[Problem], fmt: str, reward_fns: dict[str, Callable],
             weights: dict[str, float], *, group_size: int, temperature: float, top_p: float, max_tokens: int,
             seed: int, scale: RewardScale, baseline: Baseline, chat: bool | None = None,
-            state: dict[str, Any] | None = None) -> Rollouts:
-    """Sample ``group_size`` completions per problem, score them and compute group advantages."""
+            state: dict[str, Any] | None = None, logprobs: bool = False) -> Rollouts:
+    """Sample ``group_size`` completions per problem (with the engine's log-probabilities of the sampled tokens when
+    ``logprobs``), score them and compute group advantages."""
     from ahalab.prompts import uses_chat
 
     groups = sample(engine, task, problems, fmt, n=group_size, temperature=temperature, top_p=top_p,
-                    max_tokens=max_tokens, seed=seed, chat=chat)
+                    max_tokens=max_tokens, seed=seed, chat=chat, logprobs=logprobs)
     samples = [s for group in groups for s in group]
     inputs = reward_inputs(samples, task, fmt, uses_chat(engine.tokenizer, chat), **(state or {}))
     rewards = {name: list(fn(**inputs)) for name, fn in reward_fns.items()}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import statistics
 import time
 from collections.abc import Iterator
@@ -36,14 +37,16 @@ import torch
 from ahalab.errors import UserError
 from ahalab.rewards import format_exact, get_reward
 from ahalab.rl.analytics import reflection_rate, write_plots, write_report
-from ahalab.rl.batch import Prefix, PromptChunk, plan_batches
+from ahalab.rl.batch import MicroBatch, Prefix, PromptChunk, plan_batches
 from ahalab.rl.config import ZeroConfig
-from ahalab.rl.loss import grpo_loss
+from ahalab.rl.loss import grpo_loss, sampling_ratio
 from ahalab.rl.rollout import Rollouts, rollout
 from ahalab.runs import RunDir
 from ahalab.training.data_order import DataOrder
 from ahalab.training.loop import Trainer
-from ahalab.types import Problem
+from ahalab.types import Completion, Problem
+
+log = logging.getLogger(__name__)
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -54,7 +57,29 @@ def train_zero(cfg: ZeroConfig, run: RunDir, resume: bool = False, allow_config_
     """Run (or continue) GRPO per ``cfg`` in ``run``, then close its engine, errors included; returns the summary."""
     trainer = ZeroTrainer(cfg, run, resume=resume, allow_config_change=allow_config_change)
     with trainer.engine:
-        return trainer.train()
+        summary = trainer.train()
+        trainer.dist.barrier()  # rank 0 has written the run's files; closing a colocated vLLM ends the process group
+        return summary
+
+
+def engine_logprobs(comps: list[Completion], mb: MicroBatch) -> torch.Tensor:
+    """The engine's log-probabilities of the micro-batch's completion tokens, laid out as ``mb.mask`` [b, Lc]; NaN
+    where the engine gave none."""
+    out = torch.full(mb.mask.shape, float("nan"))  # [b, Lc]
+    for row, i in enumerate(mb.index.tolist()):
+        lps = comps[i].logprobs or []
+        out[row, :len(lps)] = torch.tensor(lps, dtype=out.dtype)
+    return out
+
+
+def colocated_cpu_dtype(engine: str, mode: str, world: int, device: str) -> str | None:
+    """The rollout engine's dtype when ``engine_dtype`` is unset: float32 for vLLM colocated on several CPU ranks,
+    else None (the engine's default). Measured (docs/scaling.md, "bf16 engines on CPU ranks"): zero_quick on 2 CPU
+    ranks with bf16 vLLM engines collapsed in all four runs (held-out 17.5% -> 0%: format rewarded, answers lost),
+    with the sampling correction too; with float32 engines it learns (17.5% -> 62%). The cause is not found: the
+    engines get the policy's weights, and their per-token log-probabilities differ from the policy's by 0.02-0.03
+    nats on average."""
+    return "float32" if engine == "vllm" and mode == "colocate" and world > 1 and device == "cpu" else None
 
 
 class ZeroTrainer(Trainer):
@@ -90,9 +115,16 @@ class ZeroTrainer(Trainer):
         if cfg.beta and not cfg.lora_r:  # LoRA: the reference is the policy with its adapter turned off
             self.reference = load_model(self.model_dir)[0].to(self.device).eval().requires_grad_(False)
 
-        engine_opts: dict[str, Any] = {"seed": cfg.seed, **({"dtype": cfg.engine_dtype} if cfg.engine_dtype else {}),
-                                       **cfg.engine_options}
         engine_name = cfg.engine or default_engine_name()
+        dtype = cfg.engine_dtype or colocated_cpu_dtype(engine_name, cfg.vllm_mode, self.dist.world, self.device.type)
+        if dtype and not cfg.engine_dtype and self.dist.main:
+            log.warning("%d CPU ranks with colocated vLLM: float32 engines (bf16 ones collapsed GRPO runs on CPU "
+                        "ranks, docs/scaling.md); engine_dtype=bfloat16 to override", self.dist.world)
+        engine_opts: dict[str, Any] = {"seed": cfg.seed, **({"dtype": dtype} if dtype else {}), **cfg.engine_options}
+        # the sampling correction needs the log-probabilities of the distribution vLLM sampled from
+        self.corrects = cfg.vllm_importance_sampling_correction and engine_name == "vllm" and cfg.vllm_mode == "colocate"
+        if self.corrects:
+            engine_opts["logprobs_mode"] = "processed_logprobs"
         if engine_name == "hf" and not self.dist.fsdp:  # generate with the very model being trained: nothing to sync
             engine_opts["model"] = self.policy
         if cfg.vllm_mode == "server":
@@ -151,7 +183,7 @@ class ZeroTrainer(Trainer):
                        group_size=cfg.generations, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_tokens=cfg.max_new_tokens, seed=self.rollout_seed(step, round_),
                        scale=cfg.preset("scale_rewards"), baseline=cfg.preset("baseline"), chat=cfg.chat,
-                       state={"global_step": step, "max_steps": cfg.steps}) if mine else None
+                       state={"global_step": step, "max_steps": cfg.steps}, logprobs=self.corrects) if mine else None
         return Rollouts.concat([p for p in self.dist.gather([part]) if p is not None])
 
     def sample_batch(self, step: int) -> tuple[Rollouts, Rollouts]:
@@ -190,8 +222,9 @@ class ZeroTrainer(Trainer):
                    "beta": cfg.beta}
         refs = self.reference_logprobs(chunks) if cfg.beta else None
         olds: list[torch.Tensor] = []
+        weights: list[torch.Tensor | None] = []  # the sampling correction's, per micro-batch
         tokens = sum(mb.num_tokens for chunk in chunks for mb in chunk.micro_batches)
-        loss_sum = kl_sum = clipped_sum = 0.0
+        loss_sum = kl_sum = clipped_sum = diff_sum = weight_sum = 0.0
         for _ in range(cfg.mu):
             self.dist.unshard(self.policy)
             k = 0  # micro-batch number: the same order in every pass
@@ -199,22 +232,34 @@ class ZeroTrainer(Trainer):
                 prefix = Prefix(self.policy, chunk, self.autocast)  # each prompt once
                 for mb in chunk.micro_batches:
                     logp = prefix.logprobs(mb, cfg.temperature)
+                    mask = mb.mask.to(self.device)  # [b, Lc]
                     if len(olds) == k:  # first pass: the policy that sampled the batch, no extra forward
                         olds.append(logp.detach())
+                        weights.append(None)
+                        if self.corrects:
+                            sampled = engine_logprobs(comps, mb).to(self.device)  # [b, Lc], NaN where none
+                            weights[k] = sampling_ratio(olds[k], sampled, mask, cfg.sampling_correction(),
+                                                        cfg.vllm_importance_sampling_clip_min,
+                                                        cfg.vllm_importance_sampling_clip_max)  # [b, Lc] or [b, 1]
+                            diff_sum += float(torch.nan_to_num((olds[k] - sampled).abs() * mask).sum())
+                            weight_sum += float((weights[k] * mask).sum())
                     loss, s = grpo_loss(logp, olds[k], refs[k] if refs else None,
-                                        batch.advantages[mb.index].to(self.device), mb.mask.to(self.device),
-                                        **variant, **norm)
+                                        batch.advantages[mb.index].to(self.device), mask, **variant, **norm,
+                                        sampling_weights=weights[k])
                     loss.backward()
                     loss_sum, kl_sum, clipped_sum = loss_sum + loss.item(), kl_sum + s["kl"], clipped_sum + s["clipped"]
                     k += 1
                 prefix.backward()
             loss, grad_norm = self.optimizer_step(step, loss_sum)  # loss: loss_sum over the ranks
         neg_logp = -sum(float(old.sum()) for old in olds)  # padding holds 0
-        tokens, kl_sum, clipped_sum, neg_logp = self.dist.reduce(tokens, kl_sum, clipped_sum, neg_logp)
+        tokens, kl_sum, clipped_sum, neg_logp, diff_sum, weight_sum = self.dist.reduce(
+            tokens, kl_sum, clipped_sum, neg_logp, diff_sum, weight_sum)
+        correction = {"sampling_logp_diff": diff_sum / tokens, "sampling_weight_mean": weight_sum / tokens} \
+            if self.corrects else {}
         return {**stats, "tokens_trained": tokens, "loss": loss / cfg.mu, "grad_norm": grad_norm,
                 "kl": kl_sum / (tokens * cfg.mu), "clip_fraction": clipped_sum / (tokens * cfg.mu),
                 # Monte-Carlo entropy estimate: mean -log p of the sampled tokens (unbiased at temperature 1)
-                "entropy": neg_logp / tokens}
+                "entropy": neg_logp / tokens, **correction}
 
     @torch.no_grad()
     def reference_logprobs(self, chunks: list[PromptChunk]) -> list[torch.Tensor]:
@@ -331,7 +376,7 @@ class ZeroTrainer(Trainer):
                     "eval_problems": len(self.eval_problems)}
         summary["trained_model"] = str(self.save_model({k: v for k, v in held_out.items() if v is not None}
                                                        if evals else None))
-        self.run.write_json("summary.json", summary)
+        self.run.write_summary(summary)
         write_plots(self.run, rows)
         write_report(self.run, dataclasses.asdict(self.cfg), rows, summary)
         return summary

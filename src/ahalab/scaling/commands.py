@@ -125,7 +125,7 @@ def run_sweep(cfg: SweepConfig, engine: Engine, task: Task, problems: list[Probl
          "finish_reason": s.finish_reason, "scores": s.scores, "text": s.text}
         for p, g, group in zip(problems, greedy, samples) for j, s in [(-1, g[0]), *enumerate(group)]])
     all_rows = [base, *rows]
-    run_dir.write_json("summary.json", {"mode": "sweep", "timing": timing,
+    run_dir.write_summary({"mode": "sweep", "timing": timing,
                                         "rows": [{k: v for k, v in r.items() if k != "per_problem"} for r in all_rows]})
     shown = table_rows(all_rows, sampling_s / sampled_tokens if sampled_tokens else 0.0)
     intro = _intro(cfg, problems) + [
@@ -199,7 +199,7 @@ def run_budgets(cfg: SearchConfig | BudgetForcingConfig | AdaptiveConfig, engine
         outcomes = strategy(cfg, engine, task, problems, b)
         rows.append(outcome_row(label, b, outcomes))
         run_dir.append("samples.jsonl", outcome_records(label, b, problems, outcomes))
-    run_dir.write_json("summary.json", {"mode": mode, "budget": cfg.BUDGET, "rows": rows})
+    run_dir.write_summary({"mode": mode, "budget": cfg.BUDGET, "rows": rows})
     intro = _intro(cfg, problems) + ["", f"Budget = {cfg.BUDGET}. Intervals: 95% over problems. Costs are "
                                      "means per problem; forward tokens count every prompt re-read (no cache reuse)."]
     return write_report(run_dir, f"{mode}: {task.name}", intro, [(mode, rows, list(rows[0]))], rows)
@@ -225,7 +225,7 @@ def run_route(cfg: RouteConfig, engine: Engine, task: Task, problems: list[Probl
             idx = [i for i, p in enumerate(problems) if p.meta.get("level") == level]
             by_level.append(outcome_row(name, "", [outcomes[i] for i in idx], level=level, problems=len(idx),
                                         escalated=sum(escalated[i] for i in idx) / len(idx)))
-    run_dir.write_json("summary.json", {"mode": "route", "rows": rows, "by_level": by_level, "verdict": verdict(rows)})
+    run_dir.write_summary({"mode": "route", "rows": rows, "by_level": by_level, "verdict": verdict(rows)})
     probe = (f"{cfg.probe_samples} direct samples at temperature {cfg.probe_temperature} (signal: agreement share)"
              if cfg.probe_samples > 1 else "the greedy direct answer (signal: its confidence)")
     intro = _intro(cfg, problems) + [

@@ -120,7 +120,7 @@ class SFTTrainer(Trainer):
             write_model_card(model_dir, self.METHOD, dataclasses.asdict(self.cfg),
                              {f"{name} accuracy ({r['problems']} problems)": r["accuracy"]
                               for name, r in summary["eval"].items()})
-        self.run.write_json("summary.json", summary)
+        self.run.write_summary(summary)
         write_report(self.run, dataclasses.asdict(self.cfg), summary)
         return summary
 

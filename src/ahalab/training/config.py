@@ -57,6 +57,10 @@ class TrainingConfig(Config):
         if self.sharding != "none" and self.lora_r:
             raise UserError(f"sharding {self.sharding} with LoRA is not implemented; train LoRA data parallel "
                             "(sharding: none): its trainable weights are small")
+        targets = self.lora_targets.split(",") if isinstance(self.lora_targets, str) else self.lora_targets
+        if self.lora_r and "lm_head" in targets:
+            raise UserError("lora_targets: an adapter on lm_head is not supported (the loss reads the head's weight, "
+                            "ahalab.models.logprobs); adapt the decoder's layers (all-linear leaves the head out)")
         if self.num_processes < 1:
             raise UserError(f"num_processes must be >= 1 (got {self.num_processes})")
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "lora_r"):

@@ -141,8 +141,9 @@ class Distributed:
 
     def close(self) -> None:
         """Wait until every rank is done (rank 0 writes the run's last files), then leave the process group: a rank
-        that exits with its gloo group open can abort ("terminate called without an active exception")."""
-        if self.world > 1:
+        that exits with its gloo group open can abort ("terminate called without an active exception"). A colocated
+        vLLM engine (``external_launcher``) ends the group when it closes: then there is nothing left to do."""
+        if self.world > 1 and torch.distributed.is_initialized():
             self.barrier()
             self.accelerator.end_training()
 

@@ -1,4 +1,4 @@
-"""pass@k against a brute-force count; majority vote by equivalence."""
+"""pass@k against a brute-force count; majority vote by equivalence; the reflection rate of RL samples."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +6,10 @@ from fractions import Fraction
 
 import pytest
 
+from ahalab.data.programs import CountdownTeacher
 from ahalab.eval.metrics import default_ks, majority_vote, pass_at_k
+from ahalab.rl.analytics import reflection_rate
+from ahalab.types import Problem
 
 
 @pytest.mark.parametrize("n,c", [(1, 0), (1, 1), (5, 2), (8, 3), (8, 8), (10, 0), (6, 5)])
@@ -64,3 +67,13 @@ def test_eval_summary_reports_pass_at_10_for_code_benchmarks() -> None:
     summary, rows = summarize(groups, task, 20)
     assert [k for k in rows[0] if k.startswith("pass@")] == [f"pass@{k}" for k in (1, 2, 4, 8, 10, 16, 20)]
     assert summary["pass@10"] == pytest.approx(pass_at_k(20, 3, 10))
+
+
+
+def test_reflection_rate_counts_reflection_and_backtracking_phrases_on_word_boundaries() -> None:
+    problem = Problem("c1", "Using the numbers [30, 100, 93] ...", "23", {"numbers": [30, 100, 93], "target": 23})
+    search = CountdownTeacher(min_dead_ends=1).solve(problem)  # the journey traces' own backtracking
+    direct = CountdownTeacher(max_dead_ends=0).solve(problem)
+    assert "Back up." in search and reflection_rate([search]) == 1.0 and reflection_rate([direct]) == 0.0
+    texts = ["Wait, 12 + 19 is 31.", "Let me verify: 31.", "The answer is 31.", "awaits a backup of 31"]
+    assert reflection_rate(texts) == 0.5 and reflection_rate([]) == 0.0

@@ -88,6 +88,20 @@ def test_interrupted_stage_resumes_and_finishes_the_same(tmp_path) -> None:
     assert values["sum"]["total"] == 12
 
 
+def test_until_stops_after_the_named_stage_and_the_full_run_skips_it(tmp_path) -> None:
+    CALLS.clear()
+    recipe, out = _recipe(tmp_path), tmp_path / "run"
+    lines: list[str] = []
+    values = run_recipe(recipe, out, until="second", log=lines.append)
+    assert set(values) == {"first", "second"} and [c[0] for c in CALLS] == ["01-first", "02-second"]
+    assert ": run (after --until second: not run now); reads" in lines[2] and not (out / "03-sum").exists()
+    CALLS.clear()
+    assert run_recipe(recipe, out, log=lambda s: None)["sum"]["total"] == 12
+    assert CALLS == [("03-sum", False)]
+    with pytest.raises(UserError, match="--until names no stage 'third'; its stages: first, second, sum"):
+        run_recipe(recipe, out, until="third", log=lambda s: None)
+
+
 @pytest.mark.parametrize("text,message", [
     (RECIPE.replace("${first.value}", "${later.value}"), "no earlier stage is named 'later'"),
     (RECIPE.replace("${first.value}", "${sum.total}"), "it runs later"),

@@ -228,23 +228,29 @@ def move_aside(d: Path, force: bool) -> str:
 
 def run_recipe(path: str | Path, run_dir: str | Path, overrides: list[str] | None = None,
                dry_run: bool = False, log: Callable[[str], None] = print,
-               force: bool = False, allow_code_change: bool = False) -> dict[str, dict[str, Any]]:
+               force: bool = False, allow_code_change: bool = False,
+               until: str | None = None) -> dict[str, dict[str, Any]]:
     """Run (or with ``dry_run`` only print the plan of) a recipe; returns each stage's outputs.
 
     A stage to redo has its old directory moved aside; ``force`` deletes it instead. ``allow_code_change``: see
-    ``plan``."""
+    ``plan``. ``until``: stop after the stage of that name (the later ones are planned, not run)."""
     _, stages = load_recipe(path, overrides)
     check_wiring(stages, path)
+    names = [st.name for st in stages]
+    if until is not None and until not in names:
+        raise UserError(f"{path}: --until names no stage '{until}'; its stages: {', '.join(names)}")
+    last = names.index(until) if until is not None else len(stages) - 1
     run_dir = Path(run_dir)
     planned = plan(stages, run_dir, allow_code_change)
     for p in planned:
         reads = sorted({f"{s}.{o}" for _, s, o in refs(p.stage.config)})
-        log(f"[{p.stage.index + 1}/{len(planned)}] {p.stage.name} ({p.stage.kind}) -> {p.dir}: {p.state}"
+        state = p.state if p.stage.index <= last else f"{p.state} (after --until {until}: not run now)"
+        log(f"[{p.stage.index + 1}/{len(planned)}] {p.stage.name} ({p.stage.kind}) -> {p.dir}: {state}"
             + (f"; reads {', '.join(reads)}" if reads else ""))
     if dry_run:
         return {}
     values: dict[str, dict[str, Any]] = {}
-    for p in planned:
+    for p in planned[:last + 1]:
         meta = _read_meta(p.dir)
         if p.state == "done" and meta is not None:
             values[p.stage.name] = meta["outputs"]
@@ -287,6 +293,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="check the wiring and print the plan; run nothing")
     p.add_argument("--force", action="store_true", help="delete the directories of stages to redo (default: "
                    "move them aside to <dir>.old-<time>)")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage (a later run of the whole recipe skips the "
+                   "stages done so far)")
     p.add_argument("--allow-code-change", action="store_true", help="keep finished and checkpointed stages whose "
                    "config and inputs are unchanged although ahalab's code changed since (default: a new code "
                    "version redoes every stage)")
@@ -301,7 +309,7 @@ def _run(args: Any) -> int:
                         "num_processes: N launches its own N processes")
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
     run_recipe(args.recipe, out, args.overrides, dry_run=args.dry_run, force=args.force,
-               allow_code_change=args.allow_code_change)
+               allow_code_change=args.allow_code_change, until=args.until)
     if not args.dry_run:
-        print(f"recipe done; run directory: {out}")
+        print(f"recipe done{f' up to {args.until}' if args.until else ''}; run directory: {out}")
     return 0

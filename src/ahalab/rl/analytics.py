@@ -8,10 +8,12 @@ from typing import Any
 from ahalab.plots import line_plot, markdown_table
 from ahalab.runs import RunDir
 
-# Phrases of self-reflection (R1's "aha moment"), matched case-insensitively on word boundaries.
+# Phrases of self-reflection (R1's "aha moment") and of backtracking (a search's "Back up." after a dead end,
+# as the countdown journey traces write it), matched case-insensitively on word boundaries.
 REFLECTION_PHRASES = ("wait", "let me check", "let me verify", "let's check", "let's verify", "verify",
                       "double-check", "double check", "re-check", "recheck", "re-evaluate", "reevaluate",
-                      "i made a mistake", "that's not right", "on second thought", "hmm")
+                      "i made a mistake", "that's not right", "on second thought", "hmm",
+                      "back up", "backtrack", "try again", "dead end")
 REFLECTION = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in REFLECTION_PHRASES) + r")\b", re.I)
 
 

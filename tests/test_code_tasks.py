@@ -35,6 +35,8 @@ def test_codegen_reference_passes_and_wrong_code_fails() -> None:
         assert p.meta["visible_tests"][0] in p.question and p.meta["tests"][-1] not in p.question
         wrong = f"def {p.meta['entry_point']}(*args):\n    return 12345\n"
         assert task.grade(p, fenced(wrong))[1] < 1.0 and task.self_check(p, fenced(wrong)) is False
+    items = [(p, fenced(code)) for p in problems[:4] for code in (p.meta["solution"], "def f(:", "no code")]
+    assert task.self_check_many(items) == [True, False, False] * 4  # in parallel, the same verdicts
 
 
 def test_grade_many_runs_the_programs_in_parallel_with_grade_s_verdicts(monkeypatch) -> None:

@@ -281,6 +281,29 @@ def test_subsampled_budgets_equal_a_direct_computation() -> None:
         assert got[("adaptive", k)]["gen tokens"] <= got[("majority", k)]["gen tokens"]
 
 
+def test_greedy_first_leads_every_budget() -> None:
+    """Budget 1 is greedy itself; a check keeps greedy when it passes and replaces it only by a passing sample."""
+    problems = [_problem(pid=f"p{i}") for i in range(4)]
+    greedy = [_samples([a], scores=[c], correct=[a == "7"])[0] for a, c in (("7", 1.0), ("8", 1.0), ("8", 0.0),
+                                                                             ("8", 0.0))]
+    groups = [_samples(["9", "7", "9"], scores=[0.0, 1.0, 0.0], correct=[False, True, False]) for _ in problems[:3]]
+    groups.append(_samples(["9", "9", "9"], scores=[0.0, 0.0, 0.0], correct=[False] * 3))
+    specs = [Spec("best-of-n", "s")]
+    for g in [*groups, greedy]:
+        for x in g:
+            x.scores = {"s": x.scores["s"]}
+    rows = sweep(problems, groups, specs, [1, 2, 4], range(6), math_equal, baseline=[x.correct for x in greedy],
+                 first=greedy)
+    got = {r["budget"]: r for r in rows}
+    assert got[1]["per_problem"] == pytest.approx([1.0, 0.0, 0.0, 0.0])  # greedy alone
+    # p0: greedy passes and is right; p1: greedy passes (wrongly) and is kept; p2: greedy fails the check and the
+    # passing sample is right whenever drawn (always at budget 4); p3: nothing passes, greedy stays.
+    assert got[4]["per_problem"] == pytest.approx([1.0, 0.0, 1.0, 0.0])
+    assert got[4]["gen tokens"] == pytest.approx(40.0)  # greedy's tokens count: 4 candidates of 10
+    with pytest.raises(UserError, match="budgets"):
+        sweep(problems, groups, specs, [5], [0], math_equal, first=greedy)
+
+
 def test_sweep_votes_by_lookup_after_one_classing_pass() -> None:
     """Equivalence runs once per distinct string and class representative, not per subsample."""
     calls: list[tuple[str, str]] = []

@@ -191,7 +191,8 @@ def overlong(completions: list, completion_ids: list[list[int]], *, max_tokens: 
 def _code_scores(completions: list, problem: list) -> list[float]:
     from ahalab.tasks.code import extract_code, run_problems
 
-    return run_problems([(p, extract_code(c)) for c, p in zip(contents(completions), problem)])
+    results = run_problems([(p, extract_code(c)) for c, p in zip(contents(completions), problem)])
+    return [r.fraction if r else 0.0 for r in results]
 
 
 @register

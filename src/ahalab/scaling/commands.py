@@ -44,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", dest="max_samples", type=int, help="sweep: samples per problem (default 32)")
     p.add_argument("--budgets", type=_ints, help="comma-separated, e.g. 1,2,4,8,16,32")
     p.add_argument("--seeds", type=int, help="sweep: subsampling seeds (default 5)")
+    p.add_argument("--greedy-first", dest="greedy_first", action="store_true", default=None,
+                   help="sweep: the greedy answer is candidate 1 at every budget (budget k = greedy + k-1 samples)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
     p.add_argument("--orm", help="outcome reward model: HF sequence-classification checkpoint (dir or hub id)")
     p.add_argument("--prm", help="process reward model for beam/dvts: HF sequence-classification checkpoint")
@@ -114,7 +116,8 @@ def run_sweep(cfg: SweepConfig, engine: Engine, task: Task, problems: list[Probl
     _, scoring_s = timed(lambda: [score_samples(problems, samples, n, s) for n, s in scorers.items()])
     base = greedy_row(greedy)
     rows, sweep_s = timed(sweep, problems, samples, specs, budgets, range(cfg.seed, cfg.seed + cfg.seeds),
-                          task.equivalent, cfg.threshold, base["per_problem"])
+                          task.equivalent, cfg.threshold, base["per_problem"],
+                          [g[0] for g in greedy] if cfg.greedy_first else None)
     sampled_tokens = sum(s.tokens for group in samples for s in group)
     timing = {"greedy_pass_s": greedy_s, "sampling_pass_s": sampling_s, "scoring_s": scoring_s, "sweep_s": sweep_s,
               "sampled_tokens": sampled_tokens, "sampling_tokens_per_s": sampled_tokens / sampling_s,
@@ -132,7 +135,9 @@ def run_sweep(cfg: SweepConfig, engine: Engine, task: Task, problems: list[Probl
         "", f"One greedy pass ({greedy_s:.1f} s) and one sampling pass of {cfg.max_samples} samples per problem at "
         f"temperature {cfg.temperature} ({sampling_s:.1f} s, {sampled_tokens} tokens); scoring {scoring_s:.1f} s; "
         f"all {len(specs)} strategies x {len(budgets)} budgets by subsampling over {cfg.seeds} seeds in "
-        f"{sweep_s:.1f} s, with no further generation.", "",
+        f"{sweep_s:.1f} s, with no further generation."
+        + (" Every budget's candidates start with the greedy answer (budget k: greedy + k-1 samples)."
+           if cfg.greedy_first else ""), "",
         "Budget = samples drawn per problem. `vs greedy`: paired accuracy difference from greedy decoding with its "
         "95% interval over problems. `est. wall s`: generated tokens x the sampling pass's seconds per token. Rows "
         "marked (oracle) use the gold answer: an upper bound for analysis, not a usable strategy; `[self_check]` rows "

@@ -40,6 +40,7 @@ class SweepConfig(ScaleConfig):
     max_samples: int = 32
     budgets: list[int] | None = None  # None: 1, 2, 4 ... max_samples
     seeds: int = 5  # subsampling seeds
+    greedy_first: bool = False  # the greedy answer is candidate 1 at every budget (budget k: greedy + k-1 samples)
     threshold: float = 0.95  # the adaptive strategy's Beta stopping rule confidence
     orm: str | None = None  # HF sequence-classification checkpoint for the "orm" scorer
     prm: str | None = None  # HF sequence-classification checkpoint for the "prm" scorer
@@ -50,8 +51,10 @@ class SweepConfig(ScaleConfig):
         super().validate()
         if self.max_samples < 1 or self.seeds < 1:
             raise UserError("--max-samples and --seeds must be >= 1")
-        if self.budgets and max(self.budgets) > self.max_samples:
-            raise UserError(f"sweep budgets must be <= --max-samples {self.max_samples}; got {self.budgets}")
+        most = self.max_samples + self.greedy_first
+        if self.budgets and max(self.budgets) > most:
+            raise UserError(f"sweep budgets must be <= --max-samples {self.max_samples}"
+                            f"{' + 1 (--greedy-first)' if self.greedy_first else ''}; got {self.budgets}")
         from ahalab.scaling.sweep import parse_strategies
 
         parse_strategies(self.strategies)

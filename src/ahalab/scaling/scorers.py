@@ -53,7 +53,7 @@ class SelfCheck:
         self.task = task
 
     def __call__(self, problem: Problem, texts: Sequence[str], logprobs: Sequence) -> list[float]:
-        return [1.0 if self.task.self_check(problem, t) else 0.0 for t in texts]
+        return [1.0 if ok else 0.0 for ok in self.task.self_check_many([(problem, t) for t in texts])]
 
 
 def make_scorer(name: str, task: Task, orm: str | None = None, prm: str | None = None) -> Scorer:

@@ -2,7 +2,9 @@
 
 Per problem, ``N`` samples are drawn once (plus one greedy pass for the greedy baseline) and scored
 once per scorer. For each seed, each problem's samples are put in a seeded random order; budget
-``k`` uses the first ``k`` of them, so budgets are nested within a seed. A strategy's accuracy at
+``k`` uses the first ``k`` of them, so budgets are nested within a seed (with ``first``, e.g. the greedy
+answers, budget ``k`` is ``first`` plus the first ``k - 1``: a check picks greedy unless it fails and a
+sample passes, as candidate lists seeded with the greedy program do). A strategy's accuracy at
 budget ``k`` is averaged over seeds, with a 95% t-interval over seeds (the subsampling noise) and
 over problems (the finite test set), and its cost is the generated (and forward) tokens of the
 samples it used, averaged per problem.
@@ -99,18 +101,22 @@ def orders(problems: Sequence[Problem], n: int, seed: int) -> list[list[int]]:
 
 def sweep(problems: Sequence[Problem], samples: Sequence[Sequence[Sample]], specs: Sequence[Spec],
           budgets: Sequence[int], seeds: Sequence[int], equivalent: Equivalent, threshold: float = 0.95,
-          baseline: Sequence[bool] | None = None) -> list[dict[str, Any]]:
+          baseline: Sequence[bool] | None = None, first: Sequence[Sample] | None = None) -> list[dict[str, Any]]:
     """One row per (strategy, budget): accuracy over seeds and problems, tokens per problem.
 
     ``baseline`` (per-problem correctness of a reference, e.g. greedy) adds each row's paired
-    difference from it with a 95% interval over problems. Rows carry ``per_problem`` (seed-averaged
-    correctness) for further comparisons.
+    difference from it with a 95% interval over problems. ``first`` (one sample per problem, e.g. the
+    greedy one) leads every candidate list: budget ``k`` is it plus ``k - 1`` subsampled samples. Rows
+    carry ``per_problem`` (seed-averaged correctness) for further comparisons.
     """
-    n = min(len(s) for s in samples)
+    n = min(len(s) for s in samples) + (first is not None)
     if not budgets or max(budgets) > n or min(budgets) < 1:
         raise UserError(f"budgets must be between 1 and the samples per problem ({n}); got {list(budgets)}")
+    if first is not None:  # the leading sample becomes index 0 of every group, never reordered
+        samples = [[f, *group] for f, group in zip(first, samples)]
     eqs = [answer_classes([s.answer for s in group], equivalent) for group in samples]
-    order = {seed: orders(problems, n, seed) for seed in seeds}
+    order = {seed: orders(problems, n, seed) if first is None else
+             [[0, *(j + 1 for j in o)] for o in orders(problems, n - 1, seed)] for seed in seeds}
     stops = {(seed, i): stopping_point([samples[i][j].answer for j in order[seed][i]], eqs[i], threshold)
              for seed in seeds for i in range(len(problems))} if any(s.kind == "adaptive" for s in specs) else {}
     rows = []

@@ -84,6 +84,10 @@ class Task(ABC):
         no such check (``has_self_check`` False). Never raises on model output."""
         return None
 
+    def self_check_many(self, items: Sequence[tuple[Problem, str]]) -> list[bool | None]:
+        """``self_check`` of each (problem, text), in order (code tasks run the programs in parallel)."""
+        return [self.self_check(problem, text) for problem, text in items]
+
 
 DEFAULT_SYNTHETIC_LIMIT = 200
 

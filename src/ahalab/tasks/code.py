@@ -49,15 +49,17 @@ def run_problem(problem: Problem, code: str, visible: bool = False) -> ExecResul
     return run_tests(program_of(problem, code), problem.meta["visible_tests" if visible else "tests"])
 
 
-def run_problems(pairs: list[tuple[Problem, str | None]]) -> list[float]:
-    """Fraction of hidden tests passed for each (problem, code) pair, run in parallel (None code: 0.0)."""
+def run_problems(pairs: list[tuple[Problem, str | None]], visible: bool = False) -> list[ExecResult | None]:
+    """Each (problem, code) pair against its hidden tests (or visible example tests), run in parallel
+    (None code: None)."""
     todo = [i for i, (_, code) in enumerate(pairs) if code is not None]
-    results = run_many([(program_of(pairs[i][0], pairs[i][1]), pairs[i][0].meta["tests"])  # type: ignore[arg-type]
+    key = "visible_tests" if visible else "tests"
+    results = run_many([(program_of(pairs[i][0], pairs[i][1]), pairs[i][0].meta[key])  # type: ignore[arg-type]
                         for i in todo])
-    scores = [0.0] * len(pairs)
+    out: list[ExecResult | None] = [None] * len(pairs)
     for i, result in zip(todo, results):
-        scores[i] = result.fraction
-    return scores
+        out[i] = result
+    return out
 
 
 class CodeTask(Task):
@@ -82,7 +84,8 @@ class CodeTask(Task):
     def grade_many(self, items: Sequence[tuple[Problem, str]]) -> list[tuple[str | None, float]]:
         """``grade`` of each (problem, text), the programs run in parallel in the sandbox."""
         codes = [self._extract_or_none(text) for _, text in items]
-        return list(zip(codes, run_problems([(problem, code) for (problem, _), code in zip(items, codes)])))
+        results = run_problems([(problem, code) for (problem, _), code in zip(items, codes)])
+        return [(code, r.fraction if r else 0.0) for code, r in zip(codes, results)]
 
     def _extract_or_none(self, text: str) -> str | None:
         try:
@@ -94,10 +97,16 @@ class CodeTask(Task):
 
     def self_check(self, problem: Problem, text: str) -> bool | None:
         """Whether the program passes the visible example tests (None when the problem shows none)."""
-        if not problem.meta.get("visible_tests"):
-            return None
-        code = self._extract_or_none(text)
-        return code is not None and run_problem(problem, code, visible=True).status == "passed"
+        return self.self_check_many([(problem, text)])[0]
+
+    def self_check_many(self, items: Sequence[tuple[Problem, str]]) -> list[bool | None]:
+        """``self_check`` of each (problem, text), the programs run in parallel in the sandbox."""
+        shown = [i for i, (problem, _) in enumerate(items) if problem.meta.get("visible_tests")]
+        results = run_problems([(items[i][0], self._extract_or_none(items[i][1])) for i in shown], visible=True)
+        out: list[bool | None] = [None] * len(items)
+        for i, r in zip(shown, results):
+            out[i] = r is not None and r.status == "passed"
+        return out
 
 
 def _humaneval_rows(data: str | None, limit: int | None) -> list[tuple[str, dict[str, Any]]]:

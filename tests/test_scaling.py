@@ -357,6 +357,14 @@ def test_scale_command_modes_on_a_tiny_model(tmp_path, tiny_model) -> None:
     assert len((out / "samples.jsonl").read_text().splitlines()) == 3 * 5
     assert "Self-consistency at k=4" in (out / "report.md").read_text()
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 0
+    first = tmp_path / "greedy-first"  # greedy leads the candidates: budget 1 is greedy, the top budget is 1 + 4
+    assert main(["scale", "--model", tiny_model, "--engine", "hf", "--task", "arithmetic", "--limit", "3",
+                 "--max-samples", "4", "--seeds", "2", "--max-tokens", "6", "--greedy-first", "--budgets", "1,5",
+                 "--strategies", "best-of-n,majority", "--out", str(first), "dtype=float32"]) == 0
+    rows = {(r["strategy"], r["budget"]): r for r in json.loads((first / "summary.json").read_text())["rows"]}
+    assert rows[("best-of-n[confidence]", 1)]["accuracy"] == rows[("greedy", 1)]["accuracy"]
+    assert rows[("majority", 5)]["gen tokens"] > rows[("greedy", 1)]["gen tokens"]
+    assert "start with the greedy answer" in (first / "report.md").read_text()
 
     engine = make_engine("hf", tiny_model, dtype="float32", seed=0)
     base = {"model": tiny_model, "task": "arithmetic", "task_options": {"levels": [1, 3]}, "limit": 2,

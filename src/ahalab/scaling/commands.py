@@ -113,7 +113,8 @@ def run_sweep(cfg: SweepConfig, engine: Engine, task: Task, problems: list[Probl
     samples, sampling_s = timed(sample, engine, task, problems, cfg.format, n=cfg.max_samples,
                                 temperature=cfg.temperature, max_tokens=cfg.max_tokens, top_p=cfg.top_p,
                                 seed=cfg.seed + 1, logprobs=True, desc="sampling pass")
-    _, scoring_s = timed(lambda: [score_samples(problems, samples, n, s) for n, s in scorers.items()])
+    scored = [[g[0], *group] for g, group in zip(greedy, samples)] if cfg.greedy_first else samples  # candidates
+    _, scoring_s = timed(lambda: [score_samples(problems, scored, n, s) for n, s in scorers.items()])
     base = greedy_row(greedy)
     rows, sweep_s = timed(sweep, problems, samples, specs, budgets, range(cfg.seed, cfg.seed + cfg.seeds),
                           task.equivalent, cfg.threshold, base["per_problem"],

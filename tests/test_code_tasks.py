@@ -121,6 +121,22 @@ def test_codegen_program_teacher_traces_pass_the_tests() -> None:
         assert task.is_correct(p, text) and task.self_check(p, text)
 
 
+def test_codegen_distillation_rows_keep_the_program_fenced(tmp_path) -> None:
+    """A dataset row's <answer> holds the program as a fenced block, so the row verifies (recipes/distill_code.yaml)."""
+    from ahalab.data.build import DataConfig, build_dataset
+    from ahalab.data.dataset import completion_of
+
+    built = build_dataset(DataConfig(task="codegen", task_options={"levels": [1, 2]}, limit=4, seed=0,
+                                     teacher="program", format="r1", out=str(tmp_path / "data")))
+    rows = [json.loads(line) for line in open(built["train"])]
+    task = get_task("codegen", levels=[1, 2])
+    problems = {p.id: p for p in task.load(limit=4, seed=0)}
+    assert len(rows) == 4
+    for row in rows:
+        text = completion_of(row)
+        assert "<answer>```python\n" in text and task.is_correct(problems[row["problem_id"]], text)
+
+
 def test_docstring_examples_become_visible_tests_only_when_they_are_literal_calls() -> None:
     from ahalab.tasks.code import docstring_examples
 

@@ -235,7 +235,7 @@ def test_cli_parsers_and_recipe_wiring(tmp_path):
     assert sft_commands.parse_eval_spec("countdown:x/cd3_test.jsonl") == {"task": "countdown", "name": "cd3_test",
                                                                           "data": "x/cd3_test.jsonl"}
     recipes = Path(__file__).parent.parent / "recipes"
-    for recipe in ("distill_countdown.yaml", "star_arithmetic.yaml"):
+    for recipe in ("distill_countdown.yaml", "star_arithmetic.yaml", "distill_code.yaml"):
         load_config(DistillConfig, recipes / recipe).validate()
     _, stages = load_recipe(recipes / "journey_countdown.yaml")
     check_wiring(stages, "journey_countdown.yaml")

@@ -54,7 +54,7 @@ def make_row(problem: Problem, task: Task, reasoning: str, answer: str, teacher:
     from ahalab.prompts import build_messages
 
     messages, prefix = build_messages(problem.question, fmt, task.answer_hint)
-    messages.append({"role": "assistant", "content": assistant_content(reasoning, answer, prefix)})
+    messages.append({"role": "assistant", "content": assistant_content(reasoning, task.answer_text(answer), prefix)})
     return {"messages": messages, "problem_id": problem.id, "answer": problem.answer, "teacher": teacher,
             "kind": kind}
 

@@ -50,6 +50,11 @@ class Task(ABC):
 
         return math_equal(a, b)
 
+    def answer_text(self, answer: str) -> str:
+        """An extracted answer written back as completion text that ``extract`` reads again (a dataset row's
+        ``<answer>``); code tasks fence their programs."""
+        return answer
+
     def check(self, problem: Problem, answer: str) -> bool:
         """Whether an extracted answer solves ``problem`` (default: equivalent to ``problem.answer``)."""
         return self.equivalent(answer, problem.answer)

@@ -74,6 +74,9 @@ class CodeTask(Task):
     def equivalent(self, a: str, b: str) -> bool:
         return a.strip() == b.strip()
 
+    def answer_text(self, answer: str) -> str:
+        return f"\n```python\n{answer.strip()}\n```\n"
+
     def check(self, problem: Problem, answer: str) -> bool:
         return run_problem(problem, answer).status == "passed"
 

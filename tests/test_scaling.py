@@ -289,9 +289,6 @@ def test_greedy_first_leads_every_budget() -> None:
     groups = [_samples(["9", "7", "9"], scores=[0.0, 1.0, 0.0], correct=[False, True, False]) for _ in problems[:3]]
     groups.append(_samples(["9", "9", "9"], scores=[0.0, 0.0, 0.0], correct=[False] * 3))
     specs = [Spec("best-of-n", "s")]
-    for g in [*groups, greedy]:
-        for x in g:
-            x.scores = {"s": x.scores["s"]}
     rows = sweep(problems, groups, specs, [1, 2, 4], range(6), math_equal, baseline=[x.correct for x in greedy],
                  first=greedy)
     got = {r["budget"]: r for r in rows}

@@ -113,12 +113,12 @@ def run_sweep(cfg: SweepConfig, engine: Engine, task: Task, problems: list[Probl
     samples, sampling_s = timed(sample, engine, task, problems, cfg.format, n=cfg.max_samples,
                                 temperature=cfg.temperature, max_tokens=cfg.max_tokens, top_p=cfg.top_p,
                                 seed=cfg.seed + 1, logprobs=True, desc="sampling pass")
-    scored = [[g[0], *group] for g, group in zip(greedy, samples)] if cfg.greedy_first else samples  # candidates
+    first = [g[0] for g in greedy] if cfg.greedy_first else None  # greedy leads every budget's candidates
+    scored = [[f, *group] for f, group in zip(first, samples)] if first else samples
     _, scoring_s = timed(lambda: [score_samples(problems, scored, n, s) for n, s in scorers.items()])
     base = greedy_row(greedy)
     rows, sweep_s = timed(sweep, problems, samples, specs, budgets, range(cfg.seed, cfg.seed + cfg.seeds),
-                          task.equivalent, cfg.threshold, base["per_problem"],
-                          [g[0] for g in greedy] if cfg.greedy_first else None)
+                          task.equivalent, cfg.threshold, base["per_problem"], first)
     sampled_tokens = sum(s.tokens for group in samples for s in group)
     timing = {"greedy_pass_s": greedy_s, "sampling_pass_s": sampling_s, "scoring_s": scoring_s, "sweep_s": sweep_s,
               "sampled_tokens": sampled_tokens, "sampling_tokens_per_s": sampled_tokens / sampling_s,

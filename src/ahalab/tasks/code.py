@@ -75,7 +75,7 @@ class CodeTask(Task):
         return a.strip() == b.strip()
 
     def answer_text(self, answer: str) -> str:
-        return f"\n```python\n{answer.strip()}\n```\n"
+        return f"```python\n{answer.strip()}\n```"
 
     def check(self, problem: Problem, answer: str) -> bool:
         return run_problem(problem, answer).status == "passed"

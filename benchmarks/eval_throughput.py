@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", help="engine dtype (default: bfloat16 where the CPU has native bf16, else float32)")
     ap.add_argument("--prompts", type=int, default=64, help="engine_throughput.py's workload: prompts ...")
     ap.add_argument("--engine-tokens", type=int, default=128, help="... x tokens")
+    ap.add_argument("--kv-cache-gib", type=float, help="engine KV cache (default: the engine's, 2 GiB on CPU)")
     ap.add_argument("--chunk", type=int, default=64, help="chunk size of the old, chunked evaluation (0: skip it)")
     ap.add_argument("--out", help="also write the JSON result here")
     a = ap.parse_args(argv)
@@ -55,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     dtype = a.dtype or auto_dtype("cpu")
     result: dict[str, Any] = {"model": a.model, "dtype": dtype, "device": device_name(), "task": a.task,
                               "problems": a.limit, "max_tokens": a.max_tokens}
-    result["engine"] = measure("vllm", model_dir, a.prompts, a.engine_tokens, 3, {"dtype": dtype})
+    options = {"dtype": dtype, **({"kv_cache_gib": a.kv_cache_gib} if a.kv_cache_gib else {})}
+    result["kv_cache_gib"] = a.kv_cache_gib
+    result["engine"] = measure("vllm", model_dir, a.prompts, a.engine_tokens, 3, options)
     task = get_task(a.task)
     problems = task.load(a.data, limit=a.limit)
-    with make_engine("vllm", model_dir, dtype=dtype) as engine:
+    with make_engine("vllm", model_dir, **options) as engine:
         evaluation(engine, task, problems[:8], a.format, 8, None)  # warm-up
         result["eval"] = evaluation(engine, task, problems, a.format, a.max_tokens, None)
         if a.chunk:

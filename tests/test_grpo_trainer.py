@@ -355,3 +355,16 @@ def test_training_pool_is_decontaminated_against_a_test_file(tiny_model, tmp_pat
         {p.id for p in pool[:7]}
     with pytest.raises(UserError, match=r"decontaminate\[0\]"):
         tiny_config(tiny_model, tmp_path / "bad", decontaminate=[{"data": str(test_file)}]).validate()
+
+
+def test_gradient_checkpointing_trains_the_same_steps(tiny_model, tmp_path):
+    """The same run with ``gradient_checkpointing``: the same losses and rewards step by step (the activations are
+    recomputed, not changed)."""
+    rows = []
+    for on in (False, True):
+        cfg = tiny_config(tiny_model, tmp_path / str(on), steps=3, gradient_checkpointing=on)
+        make_trainer(cfg).train()
+        rows.append(RunDir(tmp_path / str(on)).metrics())
+    for plain, ckpt in zip(*rows):
+        assert ckpt["reward_mean"] == pytest.approx(plain["reward_mean"])
+        assert ckpt["loss"] == pytest.approx(plain["loss"], rel=1e-4, abs=1e-7)

@@ -182,6 +182,16 @@ def test_sft_trains_and_resumes_exactly(tiny_model, countdown_data, tmp_path):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-4)
 
 
+def test_sft_with_gradient_checkpointing_trains_the_same_steps(tiny_model, countdown_data, tmp_path):
+    losses = []
+    for on in (False, True):
+        cfg = _cfg(tiny_model, countdown_data, tmp_path / str(on), max_steps=2, gradient_checkpointing=on)
+        SFTTrainer(cfg, RunDir(tmp_path / str(on))).train()
+        losses.append([r["loss"] for r in RunDir(tmp_path / str(on)).metrics() if "loss" in r])
+    assert len(losses[0]) == 2
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
 def test_sft_lora_saves_a_merged_model(tiny_model, countdown_data, tmp_path):
     from transformers import AutoModelForCausalLM
 

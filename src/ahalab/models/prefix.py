@@ -10,6 +10,10 @@ differences and against plain forwards).
 Distinct prompts often open alike too (every ``r1`` prompt starts with the same ~120-token system prompt):
 the tokens all prefixes start with run once, with batch 1, and the rest of each prefix continues from
 them, so a chunk of P prompts costs one system prompt instead of P.
+
+With ``checkpoint`` the continuation forwards checkpoint their decoder layers (``ahalab.models.checkpointing``):
+they read the prefix's cache and never write it, so each layer's replay in the backward sees the same keys.
+The prefix forward itself (the distinct prompts, short) is not checkpointed: it writes the cache it hands out.
 """
 from __future__ import annotations
 
@@ -20,10 +24,11 @@ class SharedPrefix:
     """Prefixes ``ids`` [P, Lp] (left-padded: every prefix ends in the last column; ``mask`` marks real tokens)
     run once: per-layer keys/values and the last hidden state of each prefix, handed out as leaves."""
 
-    def __init__(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, autocast: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, autocast: bool = False,
+                 checkpoint: bool = False) -> None:
         from transformers import DynamicCache
 
-        self.model, self.autocast = model, autocast
+        self.model, self.autocast, self.checkpoint = model, autocast, checkpoint
         self.device = next(model.parameters()).device
         rows = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
         shared = common_length(rows) if len(rows) > 1 else 0
@@ -53,17 +58,20 @@ class SharedPrefix:
 
     def decode(self, rows: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Hidden states [b, L, H] of ``ids`` [b, L] (right-padded, ``mask`` 1 on real tokens) continuing prefix
-        ``rows`` [b]; runs under the prefix's autocast setting."""
+        ``rows`` [b]; runs under the prefix's autocast and checkpoint settings."""
         from transformers import DynamicCache
 
+        from ahalab.models.checkpointing import layer_checkpointing, read_only
+
         kv = self.leaves[:-1]
-        cache = DynamicCache([(k[rows], v[rows]) for k, v in zip(kv[::2], kv[1::2])], config=self.model.config)
+        cache = read_only(DynamicCache([(k[rows], v[rows]) for k, v in zip(kv[::2], kv[1::2])],
+                                       config=self.model.config))
         prefix_mask = self.mask[rows]
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = prefix_mask.sum(1, keepdim=True).long() + torch.arange(ids.size(1), device=self.device)
-        with self._autocast():
+        with self._autocast(), layer_checkpointing(self.model, self.checkpoint):
             out = self.model.get_decoder()(input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], 1),
-                                           position_ids=positions, past_key_values=cache, use_cache=True)
+                                           position_ids=positions, past_key_values=cache, use_cache=False)
         return out.last_hidden_state
 
     def backward(self) -> None:

@@ -80,8 +80,9 @@ def _chunk(keys: list[tuple[int, ...]], by_prompt: dict[tuple[int, ...], list[in
 class Prefix(SharedPrefix):
     """A chunk's prompts run once (``ahalab.models.prefix``); ``logprobs`` continues them with completions."""
 
-    def __init__(self, model: torch.nn.Module, chunk: PromptChunk, autocast: bool = False) -> None:
-        super().__init__(model, chunk.ids, chunk.mask, autocast)
+    def __init__(self, model: torch.nn.Module, chunk: PromptChunk, autocast: bool = False,
+                 checkpoint: bool = False) -> None:
+        super().__init__(model, chunk.ids, chunk.mask, autocast, checkpoint)
 
     def logprobs(self, mb: MicroBatch, temperature: float = 1.0) -> torch.Tensor:
         """log p(token) of each completion token (logits / temperature), [b, Lc] like ``mb.mask``.

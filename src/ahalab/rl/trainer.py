@@ -229,7 +229,7 @@ class ZeroTrainer(Trainer):
             self.dist.unshard(self.policy)
             k = 0  # micro-batch number: the same order in every pass
             for chunk in chunks:
-                prefix = Prefix(self.policy, chunk, self.autocast)  # each prompt once
+                prefix = Prefix(self.policy, chunk, self.autocast, cfg.gradient_checkpointing)  # each prompt once
                 for mb in chunk.micro_batches:
                     logp = prefix.logprobs(mb, cfg.temperature)
                     mask = mb.mask.to(self.device)  # [b, Lc]

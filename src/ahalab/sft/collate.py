@@ -134,19 +134,23 @@ def pad_batches(examples: Sequence[Example], max_tokens: int, pad_id: int) -> li
 
 
 def completion_nll(model: torch.nn.Module, mb: MicroBatch, autocast: bool = False,
-                   prefix: SharedPrefix | None = None) -> torch.Tensor:
+                   prefix: SharedPrefix | None = None, checkpoint: bool = False) -> torch.Tensor:
     """Summed negative log-likelihood of the trained tokens of ``mb``; with ``prefix``, ``mb`` holds padded
     remainders that continue it (its backward is the caller's, after all micro-batches).
 
-    The decoder runs under bf16 autocast when ``autocast``; the LM head runs (in the model's dtype, a chunk of rows
+    The decoder runs under bf16 autocast when ``autocast``, its layers checkpointed when ``checkpoint`` (a
+    ``prefix`` has its own setting: ``ahalab.models.checkpointing``); the LM head runs (in the model's dtype, a chunk of rows
     at a time: ``token_logprobs``) only on the positions that predict trained tokens, never on prompt or padding.
     """
+    from ahalab.models.checkpointing import layer_checkpointing
+
     device = next(model.parameters()).device
     if prefix is not None:
         rows = torch.zeros(mb.input_ids.size(0), dtype=torch.long, device=device)
         hidden = prefix.decode(rows, mb.input_ids, mb.attention_mask)
     else:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with (torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
+              layer_checkpointing(model, checkpoint)):
             hidden = model.get_decoder()(
                 input_ids=mb.input_ids.to(device), position_ids=mb.position_ids.to(device),
                 attention_mask=None if mb.attention_mask is None else mb.attention_mask.to(device),

@@ -61,7 +61,7 @@ class SFTTrainer(Trainer):
         shared, rest = split_shared_prefix(examples) if cfg.shared_prefix else ([], examples)
         if shared:
             ids = torch.tensor([shared])
-            return (SharedPrefix(self.model, ids, torch.ones_like(ids), self.autocast),
+            return (SharedPrefix(self.model, ids, torch.ones_like(ids), self.autocast, cfg.gradient_checkpointing),
                     pad_batches(rest, cfg.micro_batch_tokens, pad_id))
         if cfg.packing:
             return None, pack(examples, max(cfg.micro_batch_tokens, max(len(e) for e in examples)))
@@ -80,7 +80,7 @@ class SFTTrainer(Trainer):
         targets, micro = self.dist.reduce(sum(mb.num_targets for mb in mbs), len(mbs))
         loss_sum = 0.0
         for mb in mbs:
-            loss = completion_nll(self.model, mb, self.autocast, prefix) / targets
+            loss = completion_nll(self.model, mb, self.autocast, prefix, cfg.gradient_checkpointing) / targets
             loss.backward()
             loss_sum += loss.item()
         if prefix is not None:

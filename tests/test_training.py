@@ -90,6 +90,21 @@ def test_saves_keep_the_newest_and_clear_a_killed_save(tmp_path) -> None:
         _save(tmp_path, 4, keep=0)
 
 
+def test_a_full_disk_names_itself_and_leaves_the_last_checkpoint(tmp_path, monkeypatch) -> None:
+    """torch reports a full disk mid-save as "unexpected pos"; the save says what happened and cleans up."""
+    _save(tmp_path, 1)
+
+    def full_disk(obj, path) -> None:
+        Path(path).write_bytes(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1037332352 vs 1037332240")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError, match=r"could not write checkpoint step 2 .*unexpected pos.*GiB free.*"
+                                        r"Last complete checkpoint: .*step-000001"):
+        _save(tmp_path, 2)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001"]
+
+
 def test_keep_checkpoints_zero_writes_none(tiny_model, tmp_path) -> None:
     from ahalab.rl.config import ZeroConfig, ZeroEval
     from ahalab.rl.trainer import train_zero

@@ -58,6 +58,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint could not be written (a full disk, most often); the message names the last complete one."""
+
+
 def _fsync_tree(root: Path) -> None:
     """fsync every file under ``root``, then each directory (so the rename publishes complete data)."""
     for dirpath, _, files in os.walk(root):
@@ -93,14 +97,24 @@ def save_checkpoint(run_path: Path, step: int, model: torch.nn.Module, tokenizer
     final = root / f"{PREFIX}{step:06d}"
     tmp = root / f"{TMP}{PREFIX}{step:06d}"
     tmp.mkdir()
-    model.save_pretrained(tmp / "model", state_dict=model_state)
-    tokenizer.save_pretrained(tmp / "model")
-    if method is not None:
-        write_model_card(tmp / "model", method, config or {})
-    torch.save(optimizer_state or optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save({"step": step, "data_position": data_position, "rng": rng or [rng_state()]}, tmp / "state.pt")
-    (tmp / "config.json").write_text(json.dumps(config or {}, default=str, sort_keys=True))
-    _fsync_tree(tmp)
+    try:
+        model.save_pretrained(tmp / "model", state_dict=model_state)
+        tokenizer.save_pretrained(tmp / "model")
+        if method is not None:
+            write_model_card(tmp / "model", method, config or {})
+        torch.save(optimizer_state or optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"step": step, "data_position": data_position, "rng": rng or [rng_state()]}, tmp / "state.pt")
+        (tmp / "config.json").write_text(json.dumps(config or {}, default=str, sort_keys=True))
+        _fsync_tree(tmp)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError ("unexpected pos ...")
+        written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(root).free
+        last = latest_checkpoint(run_path)
+        raise CheckpointError(
+            f"could not write checkpoint step {step} to {root} ({e}); {free / 2**30:.2f} GiB free there after "
+            f"{written / 2**30:.2f} GiB written{' (the disk is full)' if free < written else ''}. Last complete "
+            f"checkpoint: {last or 'none'}; free space (or set checkpoint_every / keep_checkpoints) and resume") from e
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     fsync_dir(root)

@@ -32,20 +32,16 @@ from ahalab.rl.batch import Prefix, PromptChunk, plan_batches
 from ahalab.tasks import get_task
 
 
-def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 5, shape: tuple[int, int, int] | None = None) -> float:
-    """Best FLOP/s of ``size`` x ``size`` matmuls (or [m, k] x [k, n] for ``shape`` (m, k, n)) in ``dtype`` on this
-    process's threads."""
-    m, k, n = shape or (size, size, size)
+def matmul_rate(dtype: torch.dtype, m: int, k: int, n: int, repeats: int = 5) -> float:
+    """Best FLOP/s of [m, k] x [k, n] matmuls in ``dtype`` on this process's threads."""
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
     return 2 * m * k * n / best
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def update_flops(model: torch.nn.Module, chunks: list[PromptChunk]) -> float:
@@ -73,6 +69,25 @@ def update_flops(model: torch.nn.Module, chunks: list[PromptChunk]) -> float:
     return flops
 
 
+def one_update(model: torch.nn.Module, chunks: list[PromptChunk], bf16: bool, checkpoint: bool) -> dict[str, float]:
+    """The policy work of one update (gradients left in place); seconds per part."""
+    split = {"prompt_forward_s": 0.0, "completions_s": 0.0, "prompt_backward_s": 0.0}
+    for chunk in chunks:
+        t0 = time.perf_counter()
+        prefix = Prefix(model, chunk, bf16, checkpoint)
+        t1 = time.perf_counter()
+        for mb in chunk.micro_batches:
+            prefix.logprobs(mb).sum().backward()
+        t2 = time.perf_counter()
+        prefix.backward()
+        t3 = time.perf_counter()
+        split["prompt_forward_s"] += t1 - t0
+        split["completions_s"] += t2 - t1
+        split["prompt_backward_s"] += t3 - t2
+    model.zero_grad(set_to_none=True)
+    return split
+
+
 def profile_update(model: torch.nn.Module, chunks: list[PromptChunk], bf16: bool, checkpoint: bool) -> None:
     """One more update under torch.profiler: operators by self CPU time, and the share of matmul and attention kernels
     (to stderr)."""
@@ -81,17 +96,13 @@ def profile_update(model: torch.nn.Module, chunks: list[PromptChunk], bf16: bool
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for chunk in chunks:
-            prefix = Prefix(model, chunk, bf16, checkpoint)
-            for mb in chunk.micro_batches:
-                prefix.logprobs(mb).sum().backward()
-            prefix.backward()
-    model.zero_grad(set_to_none=True)
+        one_update(model, chunks, bf16, checkpoint)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS)
     print(events.table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
-    print(f"matmul and attention kernels ({', '.join(sorted(MATMULS))}): {matmul / total:.1%} of self CPU time", file=sys.stderr)
+    print(f"matmul and attention kernels ({', '.join(sorted(MATMULS))}): {matmul / total:.1%} of self CPU time",
+          file=sys.stderr)
 
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
@@ -120,34 +131,18 @@ def main() -> None:
                for p in task.load(None, limit=a.prompts, seed=0)]
     prompts = [p for p in prompts for _ in range(a.generations)]
     completions = torch.randint(100, min(1000, len(tokenizer)), (len(prompts), a.tokens)).tolist()
-    runs = []
-    for _ in range(a.repeats):
-        chunks = plan_batches(prompts, completions, list(range(len(prompts))), a.micro_batch_tokens,
-                              tokenizer.pad_token_id)
-        split = {"prompt_forward_s": 0.0, "completions_s": 0.0, "prompt_backward_s": 0.0}
-        for chunk in chunks:
-            t0 = time.perf_counter()
-            prefix = Prefix(model, chunk, a.bf16, a.gradient_checkpointing)
-            t1 = time.perf_counter()
-            for mb in chunk.micro_batches:
-                prefix.logprobs(mb).sum().backward()
-            t2 = time.perf_counter()
-            prefix.backward()
-            t3 = time.perf_counter()
-            split["prompt_forward_s"] += t1 - t0
-            split["completions_s"] += t2 - t1
-            split["prompt_backward_s"] += t3 - t2
-        model.zero_grad(set_to_none=True)
-        runs.append(split)
+    chunks = plan_batches(prompts, completions, list(range(len(prompts))), a.micro_batch_tokens,
+                          tokenizer.pad_token_id)
+    runs = [one_update(model, chunks, a.bf16, a.gradient_checkpointing) for _ in range(a.repeats)]
     if a.profile:
         profile_update(model, chunks, a.bf16, a.gradient_checkpointing)
     best = min(runs, key=lambda s: sum(s.values()))
     total = sum(best.values())
     flops = update_flops(model, chunks)
     dtype = torch.bfloat16 if a.bf16 else torch.float32
-    peak = matmul_peak(dtype, a.peak_size)
-    cfg = model.config  # the decoder's own matmul shapes: a micro-batch's rows x hidden -> intermediate
-    shaped = matmul_peak(dtype, 0, shape=(a.micro_batch_tokens, cfg.hidden_size, cfg.intermediate_size))
+    peak = matmul_rate(dtype, a.peak_size, a.peak_size, a.peak_size)
+    cfg = model.config  # the decoder's own matmul shape: a micro-batch's rows x hidden -> intermediate
+    shaped = matmul_rate(dtype, a.micro_batch_tokens, cfg.hidden_size, cfg.intermediate_size)
     print(json.dumps({"sequences": len(prompts), "prompt_tokens": len(prompts[0]), "completion_tokens": a.tokens,
                       "dtype": "bf16 autocast" if a.bf16 else "float32", "threads": torch.get_num_threads(),
                       "total_s": round(total, 2), **{k: round(v, 2) for k, v in best.items()},

@@ -139,8 +139,9 @@ def completion_nll(model: torch.nn.Module, mb: MicroBatch, autocast: bool = Fals
     remainders that continue it (its backward is the caller's, after all micro-batches).
 
     The decoder runs under bf16 autocast when ``autocast``, its layers checkpointed when ``checkpoint`` (a
-    ``prefix`` has its own setting: ``ahalab.models.checkpointing``); the LM head runs (in the model's dtype, a chunk of rows
-    at a time: ``token_logprobs``) only on the positions that predict trained tokens, never on prompt or padding.
+    ``prefix`` has its own setting: ``ahalab.models.checkpointing``); the LM head runs (in the model's dtype, a chunk
+    of rows at a time: ``token_logprobs``) only on the positions that predict trained tokens, never on prompt or
+    padding.
     """
     from ahalab.models.checkpointing import layer_checkpointing
 

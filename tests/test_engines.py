@@ -232,3 +232,42 @@ def test_float32_checkpoint_loads_into_bfloat16_engine_without_per_weight_warnin
     with make_engine("vllm", tiny_model, **options) as cast:
         assert token_ids(cast.generate(prompts, max_tokens=8)) == expected
     assert not [m for m in warnings if m.startswith("Attempted to load weight")]
+
+
+def _resident_bytes(spans: list[tuple[int, int]]) -> int:
+    """How many bytes of the whole pages inside ``spans`` are resident in memory (Linux ``mincore``)."""
+    import ctypes
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    total = 0
+    for address, size in spans:
+        start, end = -(-address // page) * page, (address + size) // page * page
+        pages = (end - start) // page
+        vec = ctypes.create_string_buffer(pages)
+        assert libc.mincore(start, end - start, vec) == 0, ctypes.get_errno()
+        total += sum(b & 1 for b in vec.raw) * page
+    return total
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_vllm_on_cpu_holds_resident_only_the_kv_blocks_generation_writes(tiny_model, prompts) -> None:
+    """The 0.25 GiB KV cache is not resident after the engine starts, a little of it after generating, none after
+    sleep() (what a trainer calls before each update); generation after a release is unchanged."""
+    from ahalab.engines.vllm import _kv_cache_spans
+
+    with make_engine("vllm", tiny_model, dtype="float32", max_model_len=512, kv_cache_gib=0.25) as vllm:
+        spans = vllm.llm.collective_rpc(_kv_cache_spans)[0]
+        size = sum(n for _, n in spans)
+        assert size >= 0.2 * (1 << 30)
+        assert _resident_bytes(spans) < 0.01 * size
+        first = vllm.generate(prompts, max_tokens=16, logprobs=True)
+        assert 0 < _resident_bytes(spans) < 0.2 * size
+        vllm.sleep()
+        assert _resident_bytes(spans) < 0.01 * size
+        again = vllm.generate(prompts, max_tokens=16, logprobs=True)
+    assert [c[0].token_ids for c in again] == [c[0].token_ids for c in first]
+    torch.testing.assert_close(torch.tensor(again[0][0].logprobs), torch.tensor(first[0][0].logprobs))

@@ -225,6 +225,7 @@ def test_sleep_mode_sleeps_for_the_update_and_wakes_weights_to_load_then_the_cac
     engine = object.__new__(VLLMEngine)  # no vllm.LLM behind it
     engine.llm, engine.dtype, engine.ignore_eos = _FakeLLM(), torch.float32, False
     engine.sleep_mode, engine.asleep, engine.full_weights = True, set(), FullWeights(tiny_model)
+    engine.cpu = False  # a GPU engine
     weights = list(load_model(tiny_model)[0].named_parameters())
     engine.generate(["x"])
     engine.sleep()
@@ -237,6 +238,6 @@ def test_sleep_mode_sleeps_for_the_update_and_wakes_weights_to_load_then_the_cac
                                 ("wake_up", ("kv_cache",)), ("generate",), ("generate",)]
     engine.sleep_mode, engine.llm.calls = False, []
     engine.sleep()
-    assert engine.llm.calls == []  # off: sleep is a no-op
+    assert engine.llm.calls == []  # off (on a GPU): sleep is a no-op
     with pytest.raises(UserError, match="enable_sleep_mode"):
         VLLMEngine(tiny_model, enable_sleep_mode=True)  # refused on CPU, before an engine starts

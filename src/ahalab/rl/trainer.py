@@ -156,7 +156,7 @@ class ZeroTrainer(Trainer):
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         batch, sampled = self.sample_batch(step)
-        self.engine.sleep()  # vLLM's sleep mode, where enabled: its GPU memory to the update
+        self.engine.sleep()  # the engine's memory to the update: vLLM's sleep mode (GPU), its KV cache pages (CPU)
         t1 = time.perf_counter()
         stats = self.update(batch, step)
         t2 = time.perf_counter()

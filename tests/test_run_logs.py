@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -86,15 +88,39 @@ def test_library_warnings_before_their_own_handlers_exist_stay_off_the_terminal(
         logs._file_handler.close()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
 def test_a_summary_reports_the_peak_memory_of_its_own_run(tmp_path) -> None:
-    """summary.json's peak_rss_mib is this run's: a later run (a recipe's next stage, same process) starts over."""
+    """summary.json's peak_rss_mib is this run's: a later run (a recipe's next stage, same process) starts over, and
+    the process's own high-water mark (what /usr/bin/time reports) keeps the first run's peak."""
     first = RunDir.create(str(tmp_path / "first"), "x")
     block = bytearray(256 << 20)
     block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
+    time.sleep(0.1)  # the peak is sampled every 10 ms
     del block
     first.write_summary({"accuracy": 0.5})
     second = RunDir.create(str(tmp_path / "second"), "x")
     second.write_summary({})
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("first", "second"))
     assert a["accuracy"] == 0.5 and a["peak_rss_mib"] > b["peak_rss_mib"] + 200
+    status = Path("/proc/self/status").read_text()
+    assert int(status.split("VmHWM:")[1].split()[0]) / 1024 >= a["peak_rss_mib"] - 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and /proc are Linux's")
+def test_a_new_run_starts_without_the_heap_an_earlier_run_freed() -> None:
+    """Blocks freed below a live one stay resident in glibc's heap; ``release_memory`` (each new RunDir calls it:
+    a recipe's next stage) gives their pages back."""
+    import torch
+
+    from ahalab.runs import release_memory
+
+    def rss_mib() -> int:
+        return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
+
+    torch.ones(16 << 20, dtype=torch.uint8)  # freed at once: a freed 16 MB mapping raises glibc's mmap threshold
+    blocks = [torch.ones(1 << 18) for _ in range(512)]  # 512 MB of 1 MB blocks, now on the heap
+    kept = blocks[-1]  # the last one stays: the heap cannot shrink from its top
+    del blocks
+    before = rss_mib()
+    release_memory()
+    assert before - rss_mib() > 300 and kept.sum() == 1 << 18

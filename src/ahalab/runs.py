@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -15,22 +16,75 @@ import yaml
 from ahalab.errors import UserError
 
 
+def release_memory() -> None:
+    """Collect garbage, then give the C heap's free pages back to the OS (glibc's ``malloc_trim``; no-op elsewhere):
+    glibc keeps what a finished run freed (a GRPO stage's activations: GBs) resident for the next one otherwise."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def reset_peak_rss() -> None:
-    """Start this process's peak resident memory (VmHWM) over from its current size (Linux; no-op elsewhere)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    """Start this run's peak resident memory over from the current size: from now on a daemon thread samples the
+    process's RSS every 10 ms (Linux; no-op elsewhere). The kernel's own high-water mark (VmHWM) is left alone:
+    clearing it would also erase the whole process's peak that ``/usr/bin/time -v`` and ``getrusage`` report."""
+    current = _rss_mib()
+    if current is None:
+        return
+    with _PEAK.lock:
+        _PEAK.mib = current
+        if _PEAK.thread is None:
+            _PEAK.thread = threading.Thread(target=_sample_rss, name="ahalab-peak-rss", daemon=True)
+            _PEAK.thread.start()
 
 
 def peak_rss_mib() -> float | None:
-    """This process's peak resident memory in MiB since it started or since ``reset_peak_rss`` (Linux's VmHWM)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
+    """This process's peak resident memory in MiB since ``reset_peak_rss`` (sampled every 10 ms), or since it
+    started (Linux's VmHWM) when nothing reset it."""
+    current = _rss_mib()
+    if current is None:
         return None
+    with _PEAK.lock:
+        if _PEAK.thread is not None:
+            _PEAK.mib = max(_PEAK.mib, current)
+            return round(_PEAK.mib, 1)
+    status = Path("/proc/self/status").read_text()
     kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
     return None if kib is None else round(kib / 1024, 1)
+
+
+class _PeakState:
+    """The sampled peak (MiB) and its sampling thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.mib = 0.0
+        self.thread: threading.Thread | None = None
+
+
+_PEAK = _PeakState()
+
+
+def _sample_rss() -> None:
+    """The sampling thread: raise the peak to the current RSS every 10 ms."""
+    while True:
+        current = _rss_mib() or 0.0
+        with _PEAK.lock:
+            _PEAK.mib = max(_PEAK.mib, current)
+        time.sleep(0.01)
+
+
+def _rss_mib() -> float | None:
+    """This process's resident memory now, in MiB (``/proc/self/statm``; None where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 class DataError(UserError, ValueError):
@@ -149,6 +203,7 @@ class RunDir:
         if out is None:
             out = os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
         run = cls(out)
+        release_memory()  # what an earlier run in this process (a recipe's stage) freed
         reset_peak_rss()  # the summary's memory figure is this run's (a recipe's stages run one after another)
         log_to_file(run.file("log.txt"))
         if config is not None:

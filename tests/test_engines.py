@@ -239,12 +239,14 @@ def _resident_bytes(spans: list[tuple[int, int]]) -> int:
     import ctypes
     import os
 
+    from ahalab.runs import whole_pages
+
     page = os.sysconf("SC_PAGE_SIZE")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     total = 0
     for address, size in spans:
-        start, end = -(-address // page) * page, (address + size) // page * page
+        start, end = whole_pages(address, size)
         pages = (end - start) // page
         vec = ctypes.create_string_buffer(pages)
         assert libc.mincore(start, end - start, vec) == 0, ctypes.get_errno()

@@ -1,6 +1,8 @@
-"""Run directories and crash-safe file IO: atomic writes, durable JSONL appends, clear read errors."""
+"""Run directories, crash-safe file IO (atomic writes, durable JSONL appends, clear read errors) and this
+process's memory (peaks per run, freed memory given back to the OS)."""
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -19,13 +21,40 @@ from ahalab.errors import UserError
 def release_memory() -> None:
     """Collect garbage, then give the C heap's free pages back to the OS (glibc's ``malloc_trim``; no-op elsewhere):
     glibc keeps what a finished run freed (a GRPO stage's activations: GBs) resident for the next one otherwise."""
-    import ctypes
     import gc
 
     gc.collect()
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+def release_pages(address: int, size: int) -> int:
+    """``madvise(MADV_DONTNEED)`` on the whole pages inside [address, address + size) of this process's anonymous
+    memory: their contents are dropped and they stop counting as resident until written again (then zero-filled).
+    Returns the bytes released (0 where the C library has no ``madvise``, e.g. not Linux)."""
+    start, end = whole_pages(address, size)
+    madvise = getattr(_libc(), "madvise", None)
+    if end <= start or madvise is None:
+        return 0
+    madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    if madvise(start, end - start, _MADV_DONTNEED) != 0:
+        raise OSError(ctypes.get_errno(), f"madvise failed on {end - start} bytes at {start:#x}")
+    return end - start
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+def whole_pages(address: int, size: int) -> tuple[int, int]:
+    """[start, end) of the whole memory pages inside [address, address + size)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    return -(-address // page) * page, (address + size) // page * page
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library of this process."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def reset_peak_rss() -> None:

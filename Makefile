@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/cpu-constraints.txt
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install model bwrap browser test test-fast demo bench clean
+.PHONY: install model tcmalloc bwrap browser test test-fast demo bench clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
-model: install
+model: install tcmalloc
 	$(VENV)/bin/ahalab models fetch smollm2-135m
+
+# ahalab runs under tcmalloc where it is installed (ahalab.runs.use_tcmalloc): faster updates, ~1 GB less resident.
+tcmalloc:
+	ldconfig -p | grep -q libtcmalloc_minimal || sudo apt-get install -y -q libtcmalloc-minimal4 \
+		|| apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; } || true
 
 # The code sandbox uses bubblewrap where it can (tests fall back to rlimits without it).
 bwrap:

@@ -44,10 +44,12 @@ def _assert_same_with_less_saved(checkpointed: tuple, plain: tuple) -> None:
 
 
 def _grpo_pass(model: torch.nn.Module, chunk, checkpoint: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
-    """(log-probabilities per micro-batch, parameter gradients, saved bytes of the continuation forwards)."""
+    """(log-probabilities per micro-batch, parameter gradients, saved bytes of the prefix and continuation forwards)."""
     model.zero_grad(set_to_none=True)
-    prefix = Prefix(model, chunk, checkpoint=checkpoint)
-    logps, saved = [], 0
+    with SavedBytes() as counter:
+        prefix = Prefix(model, chunk, checkpoint=checkpoint)
+    assert (counter.total == 0) == checkpoint  # checkpointed, the prefix forward keeps no graph until its backward
+    logps, saved = [], counter.total
     for k, mb in enumerate(chunk.micro_batches):
         with SavedBytes() as counter:
             logp = prefix.logprobs(mb)

@@ -124,3 +124,37 @@ def test_a_new_run_starts_without_the_heap_an_earlier_run_freed() -> None:
     before = rss_mib()
     release_memory()
     assert before - rss_mib() > 300 and kept.sum() == 1 << 18
+
+
+_UNDER_TCMALLOC = """
+import os, sys, torch
+from pathlib import Path
+from ahalab.runs import allocator, release_memory, use_tcmalloc
+use_tcmalloc()
+rss = lambda: int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
+blocks = [torch.ones(1 << 18) for _ in range(512)]  # 512 MB in 1 MB blocks
+kept = blocks[-1]
+del blocks
+before = rss()
+release_memory()
+print(os.getpid(), allocator(), os.environ.get("LD_PRELOAD"), before - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD and /proc are Linux's")
+@pytest.mark.parametrize("setting", ["tcmalloc", "system"])
+def test_commands_run_under_tcmalloc_where_it_is_installed(setting: str) -> None:
+    """``use_tcmalloc`` re-executes the interpreter (same pid) with tcmalloc preloaded, gives children the caller's
+    LD_PRELOAD back, and ``release_memory`` returns tcmalloc's free pages; AHALAB_ALLOCATOR=system opts out."""
+    import os
+    import subprocess
+    from ctypes.util import find_library
+
+    if find_library("tcmalloc_minimal") is None:
+        pytest.skip("libtcmalloc-minimal4 not installed (make test installs it)")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"} | {"AHALAB_ALLOCATOR": setting}
+    proc = subprocess.Popen([sys.executable, "-c", _UNDER_TCMALLOC], env=env, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=120)
+    pid, name, preload, released = out.split()
+    assert (int(pid), name, preload) == (proc.pid, setting, "None")
+    assert int(released) > 300 or setting == "system"  # glibc maps such blocks singly: freed, they are gone

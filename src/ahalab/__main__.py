@@ -3,9 +3,9 @@ import logging
 import os
 import sys
 
-from ahalab.cli import main
+from ahalab.cli import entry
 
-code = main()
+code = entry()
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     # one of a launcher's ranks, its work done and its files closed: skip the interpreter's teardown, in which a rank
     # can abort ("terminate called without an active exception", torch's process-group threads) and fail the run

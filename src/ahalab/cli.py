@@ -65,5 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> int:
+    """The ``ahalab`` command: ``main`` under tcmalloc where it is installed (``ahalab.runs.use_tcmalloc``)."""
+    from ahalab.runs import use_tcmalloc
+
+    use_tcmalloc()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -106,4 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ahalab.runs import use_tcmalloc
+
+    use_tcmalloc()
     raise SystemExit(main())

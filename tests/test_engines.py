@@ -184,6 +184,30 @@ def test_closed_vllm_engine_leaves_the_process_clean(tiny_model, prompts) -> Non
     assert second.llm is None
 
 
+def _module_refs(worker):
+    import weakref
+
+    return [weakref.ref(m) for m in worker.model_runner.model.modules()]
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_a_closed_vllm_engine_frees_its_model_after_weight_reloads(tiny_model, prompts) -> None:
+    """vLLM's layerwise reload table kept the layers (and their weights) of a reloaded model alive after close."""
+    import gc
+
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    engine = make_engine("vllm", tiny_model, dtype="float32", max_model_len=512, kv_cache_gib=0.25)
+    engine.load_weights(policy.named_parameters())
+    engine.generate(prompts, max_tokens=4)
+    (modules,) = engine.llm.collective_rpc(_module_refs)
+    engine.close()
+    gc.collect()
+    assert [m() for m in modules if m() is not None] == []
+
+
 class Closable(Engine):
     """An engine that only records whether it was closed."""
 

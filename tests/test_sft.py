@@ -154,13 +154,16 @@ def _cfg(tiny_model, data, out, **kw) -> SFTConfig:
                      micro_batch_tokens=512, checkpoint_every=2, threads=1, out=str(out), **kw)
 
 
-def test_sft_trains_and_resumes_exactly(tiny_model, countdown_data, tmp_path):
-    straight = SFTTrainer(_cfg(tiny_model, countdown_data, tmp_path / "a", max_steps=4), RunDir(tmp_path / "a"))
+@pytest.mark.parametrize("optim", ["adamw_torch", "adamw_8bit"])
+def test_sft_trains_and_resumes_exactly(tiny_model, countdown_data, tmp_path, optim):
+    straight = SFTTrainer(_cfg(tiny_model, countdown_data, tmp_path / "a", max_steps=4, optim=optim),
+                          RunDir(tmp_path / "a"))
     summary = straight.train()
     assert summary["steps"] == 4 and summary["loss_end"] < summary["loss_start"]
     assert (tmp_path / "a" / "model" / "config.json").exists() and (tmp_path / "a" / "report.md").exists()
 
-    crashing = SFTTrainer(_cfg(tiny_model, countdown_data, tmp_path / "b", max_steps=4), RunDir(tmp_path / "b"))
+    crashing = SFTTrainer(_cfg(tiny_model, countdown_data, tmp_path / "b", max_steps=4, optim=optim),
+                          RunDir(tmp_path / "b"))
     step = crashing.train_step
 
     def crash_at_3(n: int):
@@ -171,8 +174,8 @@ def test_sft_trains_and_resumes_exactly(tiny_model, countdown_data, tmp_path):
     crashing.train_step = crash_at_3
     with pytest.raises(KeyboardInterrupt):
         crashing.train()
-    resumed = SFTTrainer(_cfg(tiny_model, countdown_data, tmp_path / "b", max_steps=4), RunDir(tmp_path / "b"),
-                         resume=True)
+    resumed = SFTTrainer(_cfg(tiny_model, countdown_data, tmp_path / "b", max_steps=4, optim=optim),
+                         RunDir(tmp_path / "b"), resume=True)
     assert resumed.step == 2 and resumed.order.position == 16
     resumed.train()
     a = RunDir(tmp_path / "a").metrics()

@@ -167,3 +167,28 @@ def test_trainer_threads_leave_a_vllm_bound_process_alone(monkeypatch) -> None:
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     loop._set_threads(3)
     assert calls == []
+
+
+def test_adamw_8bit_keeps_8bit_moments_and_steps_like_adamw() -> None:
+    """``optim: adamw_8bit``: bitsandbytes' AdamW with uint8 moments (2 bytes a parameter instead of 8), whose steps
+    follow torch's AdamW (blockwise quantisation error only); adamw_8bit with FSDP is refused."""
+    from ahalab.training.config import TrainingConfig
+    from ahalab.training.loop import make_optimizer
+
+    torch.manual_seed(0)
+    start = torch.randn(256, 128)
+    grads = [torch.randn(256, 128) for _ in range(5)]
+    ends = {}
+    for optim in ("adamw_torch", "adamw_8bit"):
+        param = torch.nn.Parameter(start.clone())
+        opt = make_optimizer([param], TrainingConfig(optim=optim, lr=1e-2, weight_decay=0.01))
+        for g in grads:
+            param.grad = g.clone()
+            opt.step()
+        ends[optim] = param.detach()
+        if optim == "adamw_8bit":
+            assert opt.state[param]["state1"].dtype == torch.uint8 == opt.state[param]["state2"].dtype
+    moved = (ends["adamw_torch"] - start).abs().mean()
+    assert (ends["adamw_8bit"] - ends["adamw_torch"]).abs().mean() < 0.05 * moved
+    with pytest.raises(UserError, match="adamw_8bit"):
+        TrainingConfig(optim="adamw_8bit", sharding="fsdp2").validate()

@@ -10,6 +10,7 @@ from ahalab.training.hub import HUB_KEYS, check_hub
 from ahalab.training.schedule import Schedule
 
 Sharding = Literal["none", "fsdp2"]
+Optim = Literal["adamw_torch", "adamw_8bit"]
 
 
 @dataclass
@@ -19,6 +20,8 @@ class TrainingConfig(Config):
     lr_schedule: Schedule = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    optim: Optim = "adamw_torch"  # adamw_8bit: bitsandbytes' 8-bit AdamW moments, 0.8 GB less for the default model
+    #                           (ahalab.training.loop.make_optimizer; docs/benchmarks.md "Memory")
     max_grad_norm: float = 1.0
     micro_batch_tokens: int = 2048  # tokens per forward
     gradient_checkpointing: bool = False  # recompute each decoder layer's activations in the backward: 2 GiB less
@@ -56,6 +59,9 @@ class TrainingConfig(Config):
         check_hub(self.push_to_hub, self.hub_model_id)
         if self.micro_batch_tokens < 1:
             raise UserError(f"micro_batch_tokens must be >= 1 (got {self.micro_batch_tokens})")
+        if self.sharding != "none" and self.optim != "adamw_torch":
+            raise UserError(f"optim {self.optim} with sharding {self.sharding} is not supported: bitsandbytes' "
+                            "optimisers take whole tensors; use optim: adamw_torch")
         if self.sharding != "none" and self.lora_r:
             raise UserError(f"sharding {self.sharding} with LoRA is not implemented; train LoRA data parallel "
                             "(sharding: none): its trainable weights are small")

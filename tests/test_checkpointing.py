@@ -40,11 +40,12 @@ def _assert_same_with_less_saved(checkpointed: tuple, plain: tuple) -> None:
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     for a, b in zip(checkpointed[1], plain[1]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    assert checkpointed[2] < 0.5 * plain[2], (checkpointed[2], plain[2])
+    assert checkpointed[2] < 0.2 * plain[2], (checkpointed[2], plain[2])
 
 
 def _grpo_pass(model: torch.nn.Module, chunk, checkpoint: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
-    """(log-probabilities per micro-batch, parameter gradients, saved bytes of the prefix and continuation forwards)."""
+    """(log-probabilities per micro-batch, parameter gradients, saved bytes of the prefix and continuation forwards,
+    the prefix's run again in its backward included)."""
     model.zero_grad(set_to_none=True)
     with SavedBytes() as counter:
         prefix = Prefix(model, chunk, checkpoint=checkpoint)
@@ -56,7 +57,9 @@ def _grpo_pass(model: torch.nn.Module, chunk, checkpoint: bool) -> tuple[list[to
         saved += counter.total
         (logp * (k + 1.5)).sum().backward()  # a different weight per micro-batch
         logps.append(logp.detach())
-    prefix.backward()
+    with SavedBytes() as counter:
+        prefix.backward()  # checkpointed: the prefix forward runs again, its layers checkpointed
+    saved += counter.total
     return logps, [p.grad.clone() for p in model.parameters()], saved
 
 

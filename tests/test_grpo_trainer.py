@@ -365,6 +365,8 @@ def test_gradient_checkpointing_trains_the_same_steps(tiny_model, tmp_path):
         cfg = tiny_config(tiny_model, tmp_path / str(on), steps=3, gradient_checkpointing=on)
         make_trainer(cfg).train()
         rows.append(RunDir(tmp_path / str(on)).metrics())
+    assert sum("loss" in r for r in rows[0]) >= 2  # steps that trained (a step without signal has no loss)
     for plain, ckpt in zip(*rows):
         assert ckpt["reward_mean"] == pytest.approx(plain["reward_mean"])
-        assert ckpt["loss"] == pytest.approx(plain["loss"], rel=1e-4, abs=1e-7)
+        assert ("loss" in ckpt) == ("loss" in plain)
+        assert ckpt.get("loss", 0) == pytest.approx(plain.get("loss", 0), rel=1e-4, abs=1e-7)

@@ -20,26 +20,42 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 class ReadOnlyLayer(DynamicLayer):
     """A cache layer holding a prefix's keys and values that a forward reads and never extends: ``update`` returns
-    the prefix followed by the new states and stores nothing, so a checkpointed layer's replay sees the same cache."""
+    the prefix followed by the new states and stores nothing in the cache, so a checkpointed layer's replay sees the
+    same cache. ``rows`` picks the prefix's rows for a batch (taken in ``update``: inside a checkpointed layer only
+    the running layer's copy exists); with ``record`` the layer keeps its last result (``written``), the keys and
+    values a forward produced."""
+
+    def __init__(self, rows: torch.Tensor | None = None, record: bool = False) -> None:
+        super().__init__()
+        self.rows, self.record = rows, record
+        self.written: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.cat([self.keys, key_states], -2), torch.cat([self.values, value_states], -2)
+        if self.is_initialized:  # holding a prefix (nothing: the forward starts the sequences)
+            keys, values = (self.keys, self.values) if self.rows is None else (self.keys[self.rows],
+                                                                               self.values[self.rows])
+            key_states, value_states = torch.cat([keys, key_states], -2), torch.cat([values, value_states], -2)
+        if self.record:
+            self.written = (key_states, value_states)
+        return key_states, value_states
 
     @classmethod
-    def holding(cls, keys: torch.Tensor, values: torch.Tensor) -> ReadOnlyLayer:
-        """A layer with these keys and values [b, heads, L, head_dim]."""
-        layer = cls()
-        layer.lazy_initialization(keys, values)
-        layer.keys, layer.values = keys, values
+    def holding(cls, keys: torch.Tensor | None, values: torch.Tensor | None, rows: torch.Tensor | None = None,
+                record: bool = False) -> ReadOnlyLayer:
+        """A layer with these keys and values [P, heads, L, head_dim] (None: empty)."""
+        layer = cls(rows, record)
+        if keys is not None:
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
         return layer
 
 
-def read_only(cache: Cache) -> Cache:
+def read_only(cache: Cache, rows: torch.Tensor | None = None, record: bool = False) -> Cache:
     """``cache`` with its full-attention layers made ``ReadOnlyLayer`` (others, e.g. sliding-window layers, as
     they are: a checkpointed replay through them fails loudly in torch's checkpoint checks)."""
-    cache.layers = [ReadOnlyLayer.holding(layer.keys, layer.values) if type(layer) is DynamicLayer else layer
-                    for layer in cache.layers]
+    cache.layers = [ReadOnlyLayer.holding(layer.keys, layer.values, rows, record) if type(layer) is DynamicLayer
+                    else layer for layer in cache.layers]
     return cache
 
 

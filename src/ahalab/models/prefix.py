@@ -44,21 +44,25 @@ class SharedPrefix:
         self.leaves = [t.detach().requires_grad_(trains) for t in self.outputs]
 
     def _forward(self) -> list[torch.Tensor]:
-        """The prefix forward: per-layer keys and values [P, heads, Lp, head_dim], then the last hidden states [P, H]."""
+        """The prefix forward: per-layer keys and values [P, heads, Lp, head_dim], then the last hidden states [P, H].
+        Its caches only record what each layer wrote (``ReadOnlyLayer``), so that with ``checkpoint`` and a graph
+        (``backward``) the layers are checkpointed too: one layer's activations and bf16 weights at a time."""
         from transformers import DynamicCache
 
-        decoder, cache = self.model.get_decoder(), None
-        with self._autocast():
+        from ahalab.models.checkpointing import layer_checkpointing, read_only
+
+        decoder, config = self.model.get_decoder(), self.model.config
+        cache = read_only(DynamicCache(config=config), record=True)
+        with self._autocast(), layer_checkpointing(self.model, self.checkpoint and torch.is_grad_enabled()):
             if self.shared:  # the tokens every prefix starts with, once; the rest continues from their KV cache
-                head = decoder(input_ids=torch.tensor([self.rows[0][:self.shared]], device=self.device),
-                               use_cache=True)
-                cache = DynamicCache([(layer.keys.expand(len(self.rows), -1, -1, -1),
-                                       layer.values.expand(len(self.rows), -1, -1, -1))
-                                      for layer in head.past_key_values.layers], config=self.model.config)
+                decoder(input_ids=torch.tensor([self.rows[0][:self.shared]], device=self.device),
+                        past_key_values=cache, use_cache=True)
+                cache = read_only(DynamicCache([(k.expand(len(self.rows), -1, -1, -1),
+                                                 v.expand(len(self.rows), -1, -1, -1))
+                                                for k, v in _written(cache)], config=config), record=True)
             out = decoder(input_ids=self.tail_ids, attention_mask=self.mask, position_ids=self.tail_positions,
                           past_key_values=cache, use_cache=True)
-        return [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)] + \
-            [out.last_hidden_state[:, -1]]
+        return [t for kv in _written(cache) for t in kv] + [out.last_hidden_state[:, -1]]
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
@@ -76,8 +80,7 @@ class SharedPrefix:
         from ahalab.models.checkpointing import layer_checkpointing, read_only
 
         kv = self.leaves[:-1]
-        cache = read_only(DynamicCache([(k[rows], v[rows]) for k, v in zip(kv[::2], kv[1::2])],
-                                       config=self.model.config))
+        cache = read_only(DynamicCache(list(zip(kv[::2], kv[1::2])), config=self.model.config), rows.to(self.device))
         prefix_mask = self.mask[rows]
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = prefix_mask.sum(1, keepdim=True).long() + torch.arange(ids.size(1), device=self.device)
@@ -94,6 +97,11 @@ class SharedPrefix:
             return
         outputs = self._forward() if self.checkpoint else self.outputs
         torch.autograd.backward([o for o, g in zip(outputs, grads) if g is not None], [g for g in grads if g is not None])
+
+
+def _written(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The keys and values each layer of a recording cache (``read_only(..., record=True)``) wrote last."""
+    return [layer.written for layer in cache.layers]
 
 
 def common_length(rows: list[list[int]], limit: int | None = None) -> int:

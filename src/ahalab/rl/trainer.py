@@ -41,7 +41,7 @@ from ahalab.rl.batch import MicroBatch, Prefix, PromptChunk, plan_batches
 from ahalab.rl.config import ZeroConfig
 from ahalab.rl.loss import grpo_loss, sampling_ratio
 from ahalab.rl.rollout import Rollouts, rollout
-from ahalab.runs import RunDir
+from ahalab.runs import RunDir, release_memory
 from ahalab.training.data_order import DataOrder
 from ahalab.training.loop import Trainer
 from ahalab.types import Completion, Problem
@@ -157,11 +157,13 @@ class ZeroTrainer(Trainer):
         t0 = time.perf_counter()
         batch, sampled = self.sample_batch(step)
         self.engine.sleep()  # the engine's memory to the update: vLLM's sleep mode (GPU), its KV cache pages (CPU)
-        t1 = time.perf_counter()
+        release_memory()  # and the allocator's free pages: each phase then starts from what is live, not from the
+        t1 = time.perf_counter()  # last one's high-water mark (0.1-0.2 GB off zero_quick's peak, no time measured)
         stats = self.update(batch, step)
         t2 = time.perf_counter()
         if stats["sequences_trained"]:
             self.sync_weights()
+        release_memory()
         t3 = time.perf_counter()
         if self.dist.main and self.cfg.sample_every and step % self.cfg.sample_every == 0:
             self._write_samples(step, sampled)

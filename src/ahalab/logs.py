@@ -48,7 +48,8 @@ def configure(verbose: bool = False) -> str:
 
 
 # Library loggers whose records also go to a run's log.txt; ahalab's own and any that do not propagate to root.
-LIBRARIES = ("ahalab", "transformers", "vllm", "huggingface_hub", "peft", "datasets", "accelerate")  # not torch:
+LIBRARIES = ("ahalab", "transformers", "vllm", "huggingface_hub", "peft", "datasets", "accelerate",
+             "bitsandbytes")  # not torch:
 # torch._logging re-installs its handlers lazily, and its INFO lines would reach the terminal
 _file_handler: logging.Handler | None = None
 

@@ -12,10 +12,11 @@ the tokens all prefixes start with run once, with batch 1, and the rest of each 
 them, so a chunk of P prompts costs one system prompt instead of P.
 
 With ``checkpoint`` the continuation forwards checkpoint their decoder layers (``ahalab.models.checkpointing``):
-they read the prefix's cache and never write it, so each layer's replay in the backward sees the same keys. The
-prefix forward then runs without a graph, and ``backward`` runs it again to get one: otherwise its saved
-activations and the bf16 copies of every weight that autocast made for it (~0.5 GB for the default model and a
-step's 8 prompts) stay resident through all the continuations' forwards and backwards.
+they read the prefix's cache and never write it, so each layer's replay in the backward sees the same keys, and
+take the prefix rows they continue inside each layer. The prefix forward then runs without a graph, and
+``backward`` runs it again, its layers checkpointed too: otherwise its saved activations and the bf16 copies of
+every weight that autocast made for it (~0.8 GB for the default model and a step's 8 prompts) stay resident
+through all the continuations' forwards and backwards (docs/benchmarks.md, "Memory").
 """
 from __future__ import annotations
 

@@ -158,3 +158,16 @@ def test_commands_run_under_tcmalloc_where_it_is_installed(setting: str) -> None
     pid, name, preload, released = out.split()
     assert (int(pid), name, preload) == (proc.pid, setting, "None")
     assert int(released) > 300 or setting == "system"  # glibc maps such blocks singly: freed, they are gone
+
+
+def test_the_onednn_cache_is_bounded_unless_the_environment_says(monkeypatch) -> None:
+    import os
+
+    from ahalab.runs import bound_onednn_cache
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    bound_onednn_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "128"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")
+    bound_onednn_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "7"

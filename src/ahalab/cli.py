@@ -66,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The ``ahalab`` command: ``main`` under tcmalloc where it is installed (``ahalab.runs.use_tcmalloc``)."""
-    from ahalab.runs import use_tcmalloc
+    """The ``ahalab`` command: ``main`` under tcmalloc where it is installed (``ahalab.runs.use_tcmalloc``), with
+    oneDNN's primitive cache bounded (``bound_onednn_cache``)."""
+    from ahalab.runs import bound_onednn_cache, use_tcmalloc
 
+    bound_onednn_cache()
     use_tcmalloc()
     return main()
 

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ahalab.runs import use_tcmalloc
+    from ahalab.runs import bound_onednn_cache, use_tcmalloc
 
+    bound_onednn_cache()
     use_tcmalloc()
     raise SystemExit(main())

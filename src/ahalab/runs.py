@@ -53,6 +53,13 @@ def use_tcmalloc() -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
+def bound_onednn_cache(capacity: int = 128) -> None:
+    """Cap oneDNN's primitive cache (1,024 entries by default; read when torch first uses it) unless the environment
+    sets it: GRPO updates meet new sequence shapes every step, and each cached primitive keeps memory, so a run's
+    resident size grew ~20 MB a step; capped, it levels off at the same speed (docs/benchmarks.md, "Memory")."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
+
+
 def allocator() -> str:
     """The malloc this process runs on: "tcmalloc" (``use_tcmalloc``), "jemalloc" or "system"."""
     libc = _libc()

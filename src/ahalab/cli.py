@@ -66,12 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The ``ahalab`` command: ``main`` under tcmalloc where it is installed (``ahalab.runs.use_tcmalloc``), with
-    oneDNN's primitive cache bounded (``bound_onednn_cache``)."""
-    from ahalab.runs import bound_onednn_cache, use_tcmalloc
+    """The ``ahalab`` command: ``main`` in a prepared process (tcmalloc where installed, oneDNN's cache bounded:
+    ``ahalab.runs.prepare_process``)."""
+    from ahalab.runs import prepare_process
 
-    bound_onednn_cache()
-    use_tcmalloc()
+    prepare_process()
     return main()
 
 

@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ahalab.runs import bound_onednn_cache, use_tcmalloc
+    from ahalab.runs import prepare_process
 
-    bound_onednn_cache()
-    use_tcmalloc()
+    prepare_process()
     raise SystemExit(main())

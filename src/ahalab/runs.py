@@ -60,6 +60,13 @@ def bound_onednn_cache(capacity: int = 128) -> None:
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
 
 
+def prepare_process() -> None:
+    """What a command's process sets up first, before torch is imported: oneDNN's cache bounded
+    (``bound_onednn_cache``), then the re-execution under tcmalloc (``use_tcmalloc``), which carries the setting."""
+    bound_onednn_cache()
+    use_tcmalloc()
+
+
 def allocator() -> str:
     """The malloc this process runs on: "tcmalloc" (``use_tcmalloc``), "jemalloc" or "system"."""
     libc = _libc()

@@ -5,6 +5,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import torch
 
 from ahalab.engines.base import Engine
 from ahalab.errors import UserError
+from ahalab.models.prefix import length_bins
 from ahalab.rewards import REWARDS, contents
 from ahalab.rl.batch import Prefix, plan_batches
 from ahalab.rl.config import ZeroConfig, ZeroEval
@@ -59,6 +61,41 @@ def test_plan_shares_prompts_and_sorts_completions():
                 assert prompt == prompts[i]
         lengths = [len(completions[i]) for mb in chunk.micro_batches for i in mb.index.tolist()]
         assert lengths == sorted(lengths, reverse=True)  # longest first: little padding
+
+
+def _all_cuts(n: int):
+    """Every way to cut n items into consecutive non-empty runs."""
+    for mask in range(1 << max(n - 1, 0)):
+        starts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1]
+        yield [range(a, b) for a, b in zip(starts, starts[1:] + [n])]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_length_bins_is_the_cheapest_cut(seed):
+    """Against every cut of up to 9 items: runs within max_tokens (or one item), padded tokens + cost minimal."""
+    rng = random.Random(seed)
+    lengths = sorted((rng.choice([rng.randint(1, 4), rng.randint(5, 30)]) for _ in range(rng.randint(1, 9))),
+                     reverse=True)
+    max_tokens, cost = rng.randint(8, 60), rng.choice([0, 3, 64])
+
+    def fits(run: range) -> bool:
+        return len(run) == 1 or len(run) * lengths[run.start] <= max_tokens
+
+    def price(runs: list[range]) -> int:
+        return sum(len(r) * lengths[r.start] + cost for r in runs)
+
+    runs = length_bins(lengths, max_tokens, cost)
+    assert [i for r in runs for i in r] == list(range(len(lengths))) and all(fits(r) for r in runs)
+    assert price(runs) == min(price(c) for c in _all_cuts(len(lengths)) if all(fits(r) for r in c))
+
+
+def test_a_long_tail_is_not_padded_to_its_longest():
+    """A GRPO batch's completions (2-128 tokens): greedy filling padded 2,384 tokens for 1,166, the cut 1,430."""
+    lengths = [128, 128, 119, 103, 81, 64, 62, 56, 46, 36, 29, 26, 24, 22, 22, 22, 21, 19, 17, 17, 16, 16, 15, 13,
+               12, 12, 12, 9, 8, 6, 3, 2]
+    chunk, = plan_batches([[1, 2]] * len(lengths), [[3] * n for n in lengths], list(range(len(lengths))), 2048, 0)
+    assert sum(mb.ids.numel() for mb in chunk.micro_batches) == 1430
+    assert sum(mb.num_tokens for mb in chunk.micro_batches) == sum(lengths) == 1166
 
 
 @pytest.mark.parametrize("bf16", [False, True])

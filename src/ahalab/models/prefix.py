@@ -21,8 +21,11 @@ through all the continuations' forwards and backwards (docs/benchmarks.md, "Memo
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
+
+CPU_MICRO_BATCH_COST = 64  # what one more micro-batch costs on CPU, in padded tokens (``micro_batch_cost``)
 
 
 class SharedPrefix:
@@ -110,6 +113,36 @@ def common_length(rows: list[list[int]], limit: int | None = None) -> int:
     less one, so that every row keeps a token of its own, whose state predicts what follows)."""
     limit = min(len(r) for r in rows) - 1 if limit is None else limit
     return next((i for i in range(limit) if any(r[i] != rows[0][i] for r in rows)), limit)
+
+
+def micro_batch_cost(device: torch.device, max_tokens: int) -> int:
+    """What one more micro-batch costs, in padded tokens (``length_bins``). On CPU a padded token costs as much as a
+    real one and a micro-batch little more than its tokens: 64 (a GRPO update of 32 completions of 2-128 tokens,
+    float32, 2 AVX2 cores: 21.4 s at 64, 22.6 s at 16, 27.0 s filling each micro-batch greedily). On accelerators a
+    padded token is nearly free beside a micro-batch's kernel launches: ``max_tokens``, the fewest micro-batches."""
+    return CPU_MICRO_BATCH_COST if device.type == "cpu" else max_tokens
+
+
+def length_bins(lengths: list[int], max_tokens: int, cost: int = CPU_MICRO_BATCH_COST) -> list[range]:
+    """Items sorted longest first cut into consecutive runs (micro-batches, each padded to its first item's length)
+    of at most ``max_tokens`` padded tokens (an item longer than that alone), with the fewest padded tokens plus
+    ``cost`` per run (exact, by dynamic programming). Filling each run greedily up to ``max_tokens`` pads a long
+    tail's short rows to its longest: on one GRPO batch of 32 completions of 2-128 tokens, 2,384 padded tokens for
+    1,224 real ones; ``cost`` >= ``max_tokens`` gives the fewest runs."""
+    n = len(lengths)
+    best, start = [0.0] + [math.inf] * n, [0] * (n + 1)  # best[j]: cheapest cut of items[:j]; its last run's start
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):
+            if i < j - 1 and (j - i) * lengths[i] > max_tokens:  # longer runs (smaller i) are wider still
+                break
+            total = best[i] + (j - i) * lengths[i] + cost
+            if total < best[j]:
+                best[j], start[j] = total, i
+    runs: list[range] = []
+    while n:
+        runs.append(range(start[n], n))
+        n = start[n]
+    return runs[::-1]
 
 
 def pad(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

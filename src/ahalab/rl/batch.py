@@ -4,7 +4,7 @@ at completion tokens.
 A group's G completions share one prompt (and a long one: the r1 format's is ~140 tokens, often more than the
 completion). ``Prefix`` runs every prompt of a chunk through the decoder once (and the system prompt they all
 open with once per chunk) and keeps its KV cache (``ahalab.models.prefix.SharedPrefix``); completion
-micro-batches (rows sorted by length, so little padding) continue from that cache, and the prompt forward gets
+micro-batches (rows sorted by length, cut where padding would cost more than another micro-batch) continue from that cache, and the prompt forward gets
 their gradients in one backward. The LM head runs only on hidden states that predict completion tokens, a chunk of
 them at a time (``ahalab.models.logprobs``).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ahalab.models.logprobs import token_logprobs
-from ahalab.models.prefix import SharedPrefix, pad
+from ahalab.models.prefix import CPU_MICRO_BATCH_COST, SharedPrefix, length_bins, pad
 
 
 @dataclass
@@ -46,34 +46,26 @@ class PromptChunk:
 
 
 def plan_batches(prompts: list[list[int]], completions: list[list[int]], indices: list[int], max_tokens: int,
-                 pad_id: int) -> list[PromptChunk]:
+                 pad_id: int, cost: int = CPU_MICRO_BATCH_COST) -> list[PromptChunk]:
     """Chunks of distinct prompts (at most ``max_tokens`` padded prompt tokens each) and, within each, the
-    completions ``indices`` longest first in micro-batches of at most ``max_tokens`` padded tokens."""
+    completions ``indices`` longest first in micro-batches of at most ``max_tokens`` padded tokens, cut where the
+    padding would cost more than ``cost`` tokens (``ahalab.models.prefix.micro_batch_cost``)."""
     by_prompt: dict[tuple[int, ...], list[int]] = {}
     for i in indices:
         by_prompt.setdefault(tuple(prompts[i]), []).append(i)
-    chunks = _bins(sorted(by_prompt, key=len, reverse=True), len, max_tokens)
-    return [_chunk(keys, by_prompt, completions, max_tokens, pad_id) for keys in chunks]
-
-
-def _bins(items: list, length, max_tokens: int) -> list[list]:
-    """Consecutive runs of ``items`` (longest first) whose padded size, rows x first length, fits ``max_tokens``."""
-    bins: list[list] = []
-    for item in items:
-        if bins and (len(bins[-1]) + 1) * length(bins[-1][0]) <= max_tokens:
-            bins[-1].append(item)
-        else:
-            bins.append([item])
-    return bins
+    keys = sorted(by_prompt, key=len, reverse=True)
+    # prompt chunks: as few as fit (each runs the prompts' shared opening once)
+    chunks = [keys[r.start:r.stop] for r in length_bins([len(k) for k in keys], max_tokens, cost=max_tokens)]
+    return [_chunk(keys, by_prompt, completions, max_tokens, pad_id, cost) for keys in chunks]
 
 
 def _chunk(keys: list[tuple[int, ...]], by_prompt: dict[tuple[int, ...], list[int]], completions: list[list[int]],
-           max_tokens: int, pad_id: int) -> PromptChunk:
+           max_tokens: int, pad_id: int, cost: int) -> PromptChunk:
     owner = {i: k for k, key in enumerate(keys) for i in by_prompt[key]}
     rows = sorted(owner, key=lambda i: len(completions[i]), reverse=True)
     micro = [MicroBatch(torch.tensor(g), torch.tensor([owner[i] for i in g]),
                         *pad([completions[i] for i in g], pad_id))
-             for g in _bins(rows, lambda i: len(completions[i]), max_tokens)]
+             for g in (rows[r.start:r.stop] for r in length_bins([len(completions[i]) for i in rows], max_tokens, cost))]
     return PromptChunk(*pad([list(k) for k in keys], pad_id, left=True), micro)
 
 

@@ -37,6 +37,7 @@ import torch
 from ahalab.errors import UserError
 from ahalab.rewards import format_exact, get_reward
 from ahalab.rl.analytics import reflection_rate, write_plots, write_report
+from ahalab.models.prefix import micro_batch_cost
 from ahalab.rl.batch import MicroBatch, Prefix, PromptChunk, plan_batches
 from ahalab.rl.config import ZeroConfig
 from ahalab.rl.loss import grpo_loss, sampling_ratio
@@ -218,7 +219,8 @@ class ZeroTrainer(Trainer):
         groups = set(self.dist.share(list(range(batch.num_groups))))
         mine = [i for i in rows if i // batch.group_size in groups]
         chunks = plan_batches([c.prompt_token_ids for c in comps], [c.token_ids for c in comps], mine,
-                              cfg.micro_batch_tokens, self.tokenizer.pad_token_id)
+                              cfg.micro_batch_tokens, self.tokenizer.pad_token_id,
+                              micro_batch_cost(self.device, cfg.micro_batch_tokens))
         norm = {"num_sequences": len(comps), "num_tokens": sum(comps[i].num_tokens for i in in_loss),
                 "max_completion_len": cfg.max_new_tokens}
         variant = {"loss_type": cfg.loss, "epsilon": cfg.epsilon, "epsilon_high": cfg.preset("epsilon_high"),

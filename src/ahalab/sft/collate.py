@@ -29,7 +29,7 @@ import torch
 
 from ahalab.errors import UserError
 from ahalab.models.logprobs import token_logprobs
-from ahalab.models.prefix import SharedPrefix, common_length
+from ahalab.models.prefix import CPU_MICRO_BATCH_COST, SharedPrefix, common_length, length_bins
 
 
 @dataclass
@@ -110,14 +110,12 @@ def _packed_row(row: list[Example]) -> MicroBatch:
     return MicroBatch(torch.tensor([ids]), torch.tensor([positions]), None, torch.tensor([trained[1:]]), len(row))
 
 
-def pad_batches(examples: Sequence[Example], max_tokens: int, pad_id: int) -> list[MicroBatch]:
-    """Right-padded micro-batches of similar lengths, each at most ``max_tokens`` padded tokens."""
-    groups: list[list[Example]] = []
-    for ex in sorted(examples, key=len, reverse=True):  # the first of a group is its longest
-        if groups and (len(groups[-1]) + 1) * len(groups[-1][0]) <= max_tokens:
-            groups[-1].append(ex)
-        else:
-            groups.append([ex])
+def pad_batches(examples: Sequence[Example], max_tokens: int, pad_id: int,
+                cost: int = CPU_MICRO_BATCH_COST) -> list[MicroBatch]:
+    """Right-padded micro-batches of similar lengths, each at most ``max_tokens`` padded tokens, cut where the padding
+    would cost more than ``cost`` tokens (``ahalab.models.prefix.length_bins``)."""
+    ordered = sorted(examples, key=len, reverse=True)  # the first of a group is its longest
+    groups = [ordered[r.start:r.stop] for r in length_bins([len(ex) for ex in ordered], max_tokens, cost)]
     batches = []
     for group in groups:
         width = len(group[0])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ahalab.errors import UserError
-from ahalab.models.prefix import SharedPrefix
+from ahalab.models.prefix import SharedPrefix, micro_batch_cost
 from ahalab.runs import RunDir
 from ahalab.sft.collate import Example, MicroBatch, completion_nll, pack, pad_batches, split_shared_prefix, tokenize_row
 from ahalab.sft.config import SFTConfig
@@ -58,14 +58,15 @@ class SFTTrainer(Trainer):
     def micro_batches(self, examples: list[Example]) -> tuple[SharedPrefix | None, list[MicroBatch]]:
         """The step's shared prefix (run now, ``None`` if off or too short) and micro-batches of the rest."""
         cfg, pad_id = self.cfg, self.tokenizer.pad_token_id
+        cost = micro_batch_cost(self.device, cfg.micro_batch_tokens)
         shared, rest = split_shared_prefix(examples) if cfg.shared_prefix else ([], examples)
         if shared:
             ids = torch.tensor([shared])
             return (SharedPrefix(self.model, ids, torch.ones_like(ids), self.autocast, cfg.gradient_checkpointing),
-                    pad_batches(rest, cfg.micro_batch_tokens, pad_id))
+                    pad_batches(rest, cfg.micro_batch_tokens, pad_id, cost))
         if cfg.packing:
             return None, pack(examples, max(cfg.micro_batch_tokens, max(len(e) for e in examples)))
-        return None, pad_batches(examples, cfg.micro_batch_tokens, pad_id)
+        return None, pad_batches(examples, cfg.micro_batch_tokens, pad_id, cost)
 
     def train_step(self, step: int) -> dict[str, Any]:
         """One optimiser step on the next ``batch_size`` examples (this rank's share of them); the loss is the mean NLL

@@ -117,9 +117,10 @@ def common_length(rows: list[list[int]], limit: int | None = None) -> int:
 
 def micro_batch_cost(device: torch.device, max_tokens: int) -> int:
     """What one more micro-batch costs, in padded tokens (``length_bins``). On CPU a padded token costs as much as a
-    real one and a micro-batch little more than its tokens: 64 (a GRPO update of 32 completions of 2-128 tokens,
-    float32, 2 AVX2 cores: 21.4 s at 64, 22.6 s at 16, 27.0 s filling each micro-batch greedily). On accelerators a
-    padded token is nearly free beside a micro-batch's kernel launches: ``max_tokens``, the fewest micro-batches."""
+    real one and a micro-batch about 60 tokens more: 64 (measured on 2 AVX2 cores, float32: a GRPO update of 32
+    completions of 2-128 tokens 19.5 s against 22.1 s with the fewest micro-batches, SFT steps on the demo's traces
+    12% faster; docs/benchmarks.md). On accelerators a padded token is nearly free beside a micro-batch's kernel
+    launches: ``max_tokens``, the fewest micro-batches."""
     return CPU_MICRO_BATCH_COST if device.type == "cpu" else max_tokens
 
 

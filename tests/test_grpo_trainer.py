@@ -63,11 +63,12 @@ def test_plan_shares_prompts_and_sorts_completions():
         assert lengths == sorted(lengths, reverse=True)  # longest first: little padding
 
 
-def _all_cuts(n: int):
-    """Every way to cut n items into consecutive non-empty runs."""
+def _all_cuts(lengths: list[int]):
+    """Every way to cut ``lengths`` into consecutive non-empty runs."""
+    n = len(lengths)
     for mask in range(1 << max(n - 1, 0)):
         starts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1]
-        yield [range(a, b) for a, b in zip(starts, starts[1:] + [n])]
+        yield [lengths[a:b] for a, b in zip(starts, starts[1:] + [n])]
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -78,15 +79,15 @@ def test_length_bins_is_the_cheapest_cut(seed):
                      reverse=True)
     max_tokens, cost = rng.randint(8, 60), rng.choice([0, 3, 64])
 
-    def fits(run: range) -> bool:
-        return len(run) == 1 or len(run) * lengths[run.start] <= max_tokens
+    def fits(run: list[int]) -> bool:
+        return len(run) == 1 or len(run) * run[0] <= max_tokens
 
-    def price(runs: list[range]) -> int:
-        return sum(len(r) * lengths[r.start] + cost for r in runs)
+    def price(runs: list[list[int]]) -> int:
+        return sum(len(r) * r[0] + cost for r in runs)
 
-    runs = length_bins(lengths, max_tokens, cost)
-    assert [i for r in runs for i in r] == list(range(len(lengths))) and all(fits(r) for r in runs)
-    assert price(runs) == min(price(c) for c in _all_cuts(len(lengths)) if all(fits(r) for r in c))
+    runs = length_bins(lengths, lambda n: n, max_tokens, cost)
+    assert [n for r in runs for n in r] == lengths and all(r and fits(r) for r in runs)
+    assert price(runs) == min(price(c) for c in _all_cuts(lengths) if all(fits(r) for r in c))
 
 
 def test_a_long_tail_is_not_padded_to_its_longest():

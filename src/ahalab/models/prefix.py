@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 CPU_MICRO_BATCH_COST = 64  # what one more micro-batch costs on CPU, in padded tokens (``micro_batch_cost``)
 
@@ -124,12 +128,14 @@ def micro_batch_cost(device: torch.device, max_tokens: int) -> int:
     return CPU_MICRO_BATCH_COST if device.type == "cpu" else max_tokens
 
 
-def length_bins(lengths: list[int], max_tokens: int, cost: int = CPU_MICRO_BATCH_COST) -> list[range]:
-    """Items sorted longest first cut into consecutive runs (micro-batches, each padded to its first item's length)
-    of at most ``max_tokens`` padded tokens (an item longer than that alone), with the fewest padded tokens plus
-    ``cost`` per run (exact, by dynamic programming). Filling each run greedily up to ``max_tokens`` pads a long
+def length_bins(items: list[T], length: Callable[[T], int], max_tokens: int,
+                cost: int = CPU_MICRO_BATCH_COST) -> list[list[T]]:
+    """``items`` (sorted longest first) cut into consecutive runs (micro-batches, each padded to its first item's
+    length) of at most ``max_tokens`` padded tokens (an item longer than that alone), with the fewest padded tokens
+    plus ``cost`` per run (exact, by dynamic programming). Filling each run greedily up to ``max_tokens`` pads a long
     tail's short rows to its longest: on one GRPO batch of 32 completions of 2-128 tokens, 2,384 padded tokens for
-    1,224 real ones; ``cost`` >= ``max_tokens`` gives the fewest runs."""
+    1,166 real ones (1,430 cut here); ``cost`` >= ``max_tokens`` gives the fewest runs."""
+    lengths = [length(item) for item in items]
     n = len(lengths)
     best, start = [0.0] + [math.inf] * n, [0] * (n + 1)  # best[j]: cheapest cut of items[:j]; its last run's start
     for j in range(1, n + 1):
@@ -139,9 +145,9 @@ def length_bins(lengths: list[int], max_tokens: int, cost: int = CPU_MICRO_BATCH
             total = best[i] + (j - i) * lengths[i] + cost
             if total < best[j]:
                 best[j], start[j] = total, i
-    runs: list[range] = []
+    runs: list[list[T]] = []
     while n:
-        runs.append(range(start[n], n))
+        runs.append(items[start[n]:n])
         n = start[n]
     return runs[::-1]
 

@@ -4,9 +4,9 @@ at completion tokens.
 A group's G completions share one prompt (and a long one: the r1 format's is ~140 tokens, often more than the
 completion). ``Prefix`` runs every prompt of a chunk through the decoder once (and the system prompt they all
 open with once per chunk) and keeps its KV cache (``ahalab.models.prefix.SharedPrefix``); completion
-micro-batches (rows sorted by length, cut where padding would cost more than another micro-batch) continue from that cache, and the prompt forward gets
-their gradients in one backward. The LM head runs only on hidden states that predict completion tokens, a chunk of
-them at a time (``ahalab.models.logprobs``).
+micro-batches (rows sorted by length, cut where padding would cost more than another micro-batch) continue from
+that cache, and the prompt forward gets their gradients in one backward. The LM head runs only on hidden states
+that predict completion tokens, a chunk of them at a time (``ahalab.models.logprobs``).
 """
 from __future__ import annotations
 
@@ -53,9 +53,8 @@ def plan_batches(prompts: list[list[int]], completions: list[list[int]], indices
     by_prompt: dict[tuple[int, ...], list[int]] = {}
     for i in indices:
         by_prompt.setdefault(tuple(prompts[i]), []).append(i)
-    keys = sorted(by_prompt, key=len, reverse=True)
     # prompt chunks: as few as fit (each runs the prompts' shared opening once)
-    chunks = [keys[r.start:r.stop] for r in length_bins([len(k) for k in keys], max_tokens, cost=max_tokens)]
+    chunks = length_bins(sorted(by_prompt, key=len, reverse=True), len, max_tokens, cost=max_tokens)
     return [_chunk(keys, by_prompt, completions, max_tokens, pad_id, cost) for keys in chunks]
 
 
@@ -65,7 +64,7 @@ def _chunk(keys: list[tuple[int, ...]], by_prompt: dict[tuple[int, ...], list[in
     rows = sorted(owner, key=lambda i: len(completions[i]), reverse=True)
     micro = [MicroBatch(torch.tensor(g), torch.tensor([owner[i] for i in g]),
                         *pad([completions[i] for i in g], pad_id))
-             for g in (rows[r.start:r.stop] for r in length_bins([len(completions[i]) for i in rows], max_tokens, cost))]
+             for g in length_bins(rows, lambda i: len(completions[i]), max_tokens, cost)]
     return PromptChunk(*pad([list(k) for k in keys], pad_id, left=True), micro)
 
 

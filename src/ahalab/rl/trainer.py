@@ -35,9 +35,9 @@ from typing import Any
 import torch
 
 from ahalab.errors import UserError
+from ahalab.models.prefix import micro_batch_cost
 from ahalab.rewards import format_exact, get_reward
 from ahalab.rl.analytics import reflection_rate, write_plots, write_report
-from ahalab.models.prefix import micro_batch_cost
 from ahalab.rl.batch import MicroBatch, Prefix, PromptChunk, plan_batches
 from ahalab.rl.config import ZeroConfig
 from ahalab.rl.loss import grpo_loss, sampling_ratio

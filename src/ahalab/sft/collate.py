@@ -114,8 +114,7 @@ def pad_batches(examples: Sequence[Example], max_tokens: int, pad_id: int,
                 cost: int = CPU_MICRO_BATCH_COST) -> list[MicroBatch]:
     """Right-padded micro-batches of similar lengths, each at most ``max_tokens`` padded tokens, cut where the padding
     would cost more than ``cost`` tokens (``ahalab.models.prefix.length_bins``)."""
-    ordered = sorted(examples, key=len, reverse=True)  # the first of a group is its longest
-    groups = [ordered[r.start:r.stop] for r in length_bins([len(ex) for ex in ordered], max_tokens, cost)]
+    groups = length_bins(sorted(examples, key=len, reverse=True), len, max_tokens, cost)  # each first its longest
     batches = []
     for group in groups:
         width = len(group[0])

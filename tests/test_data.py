@@ -33,7 +33,7 @@ def test_arithmetic_program_traces_always_verify(level, style):
     for p, t in zip(problems, traces):
         assert task.is_correct(p, t.text), (p.question, t.text)
         assert t.text.startswith("<think>\n") and t.text.endswith("</answer>")
-        assert style != "column" or _scratchpad_errors(t.text) == [], (p.question, t.text)
+        assert style == "decompose" or _scratchpad_errors(t.text) == [], (p.question, t.text)
 
 
 _STEP = re.compile(r"(?:^|: )(-?\d+) ([-+*]) (\d+)(?: \+ carry (\d+))? = (-?\d+)")
@@ -83,6 +83,19 @@ def test_arithmetic_column_style_writes_each_column():
     assert ArithmeticTeacher().name != ArithmeticTeacher(style="decompose").name  # caches keep them apart
     with pytest.raises(UserError, match="style"):
         ArithmeticTeacher(style="fancy")
+
+
+def test_arithmetic_compact_style_is_the_scratchpad_without_narration():
+    one = Problem("q", "What is 57 + 68?", "125")
+    column_text, compact = ArithmeticTeacher().solve(one), ArithmeticTeacher(style="compact").solve(one)
+    assert compact == ("<think>\n57 + 68, column by column:\nones: 7 + 8 = 15, write 5, carry 1. So far 5.\n"
+                       "tens: 5 + 6 + carry 1 = 12, write 2, carry 1. So far 25.\nhundreds: carry 1. So far 125.\n"
+                       "</think>\n<answer>125</answer>")
+    assert all(line in column_text for line in compact.splitlines()[1:-2])  # the same scratchpad lines
+    assert ArithmeticTeacher(style="compact").solve(Problem("s", "What is 7 + 5?", "12")) == \
+        "<think>\n7 + 5 = 12\n</think>\n<answer>12</answer>"
+    several = Problem("p", "What is 3 + 4 * (25 - 7)?", "75")  # more than one operation: narrated as "column"
+    assert ArithmeticTeacher(style="compact").solve(several) == ArithmeticTeacher().solve(several)
 
 
 def test_arithmetic_program_refuses_word_problems():

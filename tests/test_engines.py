@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,6 +139,39 @@ def test_load_weights_changes_outputs_and_roundtrips(engine, hf, prompts, ref_mo
 
 
 @needs_vllm
+def test_load_model_serves_a_fine_tune_in_place_and_refuses_another_model(engine, prompts, ref_model, tiny_model,
+                                                                          tmp_path) -> None:
+    """A fine-tune (same architecture and tokenizer) is served by reloading weights: the outputs of a fresh HF engine
+    on it; a directory with another tokenizer is refused and changes nothing."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    gen = torch.Generator().manual_seed(1)
+    tuned = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    other = tmp_path / "tuned"
+    tuned.save_pretrained(other)
+    for f in Path(tiny_model).iterdir():
+        if f.is_file() and not (other / f.name).exists():
+            shutil.copy(f, other / f.name)
+    before = token_ids(engine.generate(prompts, max_tokens=16))
+    try:
+        assert engine.load_model(str(other)) and engine.model_dir == str(other)
+        assert token_ids(engine.generate(prompts, max_tokens=16)) == token_ids(
+            make_engine("hf", str(other)).generate(prompts, max_tokens=16)) != before
+    finally:
+        assert engine.load_model(tiny_model)
+    assert token_ids(engine.generate(prompts, max_tokens=16)) == before
+    stranger = tmp_path / "stranger"
+    shutil.copytree(other, stranger)
+    (stranger / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    assert not engine.load_model(str(stranger)) and engine.model_dir == tiny_model
+    assert token_ids(engine.generate(prompts, max_tokens=16)) == before
+
+
 @pytest.mark.vllm
 def test_hf_and_vllm_agree_on_greedy_float32(hf, vllm, prompts) -> None:
     a = hf.generate(prompts, max_tokens=16, logprobs=True)

@@ -136,6 +136,7 @@ def test_tiny_r1_pipeline_skips_resumes_after_kill_and_reports(tiny_model, tmp_p
 
 def test_report_command_over_a_recipe_run_and_training_runs(tiny_model, tmp_path, capsys) -> None:
     from ahalab.cli import main
+    from ahalab.report import discover
 
     run_recipe(_tiny_recipe(tmp_path, tiny_model), tmp_path / "r1", ["rl_final.steps=1", "zero.steps=1"],
                log=lambda s: None)
@@ -150,6 +151,9 @@ def test_report_command_over_a_recipe_run_and_training_runs(tiny_model, tmp_path
     assert list(rows[0])[:4] == ["run", "method", "greedy", "greedy vs base"]
     assert rows[0]["greedy vs base"] == "+0.000 [0.000, 0.000]"
     assert rows[2]["greedy vs base"] == rows[4]["greedy vs base"]
+    ckpt = tmp_path / "r1" / "01-zero" / "checkpoints" / "step-000001"  # a checkpoint names its model too
+    [entry] = discover(f"z1={ckpt}")
+    assert (entry.label, entry.model, entry.method) == ("z1", str(ckpt / "model"), "RL (GRPO)") and entry.train_s > 0
     evals = sorted(p.name for p in (tmp_path / "rep" / "evals").iterdir())
     assert len(evals) == 10
     # the same report again: evaluations are reused, not redone

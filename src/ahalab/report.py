@@ -5,6 +5,8 @@ Each RUN names a model to compare (``LABEL=RUN`` sets its label):
 - a training run directory (``ahalab zero``, ``sft``, ``distill``): its trained model and training time;
 - a recipe stage directory (``runs/r1/04-rl_reason``) or a whole recipe run directory (every stage that
   produced a model): training time of the stage, and of the stages it was built from ("pipeline s");
+- a checkpoint of a training run (``runs/zero/checkpoints/step-000010``): the model as of that step, and the
+  training time of the steps up to it;
 - an ``eval`` or ``scale`` run directory, an alias, a local HF directory or a hub id: an untrained model.
 
 Every model is evaluated with the same settings (task, problems, format, max tokens, seed): greedy
@@ -112,6 +114,19 @@ def _recipe_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in metas}
 
 
+def _checkpoint_entry(ckpt: Path, label: str | None) -> Entry:
+    """A training run's checkpoint (``<run>/checkpoints/step-N``): its model, and the run's step times up to N."""
+    run_dir = ckpt.parent.parent
+    config = _read(ckpt / "config.json")
+    step = int(ckpt.name.rsplit("-", 1)[-1]) if ckpt.name.rsplit("-", 1)[-1].isdigit() else None
+    metrics = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    train_s = sum(r.get("time_step_s", 0.0) for r in rows if step is None or r.get("step", 0) <= step)
+    kind = "zero" if "rewards" in config else "sft"
+    return Entry(label or f"{run_dir.name}/{ckpt.name}", str(ckpt / "model"), METHODS[kind], str(ckpt), train_s,
+                 train_s)
+
+
 def _training_entry(run_dir: Path, label: str) -> Entry:
     """A run directory of ``ahalab zero`` / ``sft`` / ``distill``, or of ``eval`` / ``scale`` (untrained)."""
     config = _read(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
@@ -135,6 +150,8 @@ def discover(spec: str) -> list[Entry]:
     """The entries one RUN argument names (see the module doc)."""
     label, path = (spec.split("=", 1) if "=" in spec and not os.path.exists(spec) else (None, spec))
     p = Path(path)
+    if (p / "state.pt").is_file() and (p / "model" / "config.json").is_file():
+        return [_checkpoint_entry(p, label)]
     if (p / "config.json").is_file() and (p.parent / "stage.json").is_file():  # ${stage.model} in a recipe
         p = p.parent
     elif (p / "config.json").is_file() and (p.parent / "summary.json").is_file():  # <run>/model
@@ -196,8 +213,6 @@ def _eval(cfg: CompareConfig, model_dir: str, out: Path, samples: int, engine: A
 def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
     """Evaluate every model ``cfg.runs`` names; write the report directory. Returns (table rows, directory)."""
     from ahalab.config import to_dict
-    from ahalab.engines import make_engine
-    from ahalab.models import resolve_model
     from ahalab.runs import RunDir
 
     cfg.validate()
@@ -214,32 +229,46 @@ def compare(cfg: CompareConfig) -> tuple[list[dict[str, Any]], Path]:
         if len(pair) != 2 or any(label not in labels for label in pair):
             raise UserError(f"pairs: {pair} is not two of the runs' labels ({', '.join(labels)})")
     run = RunDir.create(cfg.out, "report", to_dict(cfg))
-    rows, correct = [], {}
-    for e in entries:
-        model_dir = resolve_model(e.model)
-        made: list[Any] = []
-
-        def engine() -> Any:  # built only if some evaluation is not cached
-            if not made:
-                made.append(make_engine(cfg.engine, model_dir, seed=cfg.seed))
-            return made[0]
-
-        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in e.label)
-        greedy = _eval(cfg, model_dir, run.file(f"evals/{slug}-greedy"), 1, engine)
-        correct[e.label] = greedy_correct(run.file(f"evals/{slug}-greedy"))
-        row: dict[str, Any] = {"run": e.label, "method": e.method, "greedy": greedy["accuracy"]}
-        if cfg.samples > 1:
-            sampled = _eval(cfg, model_dir, run.file(f"evals/{slug}-sampled"), cfg.samples, engine)
-            row[f"maj@{cfg.samples}"] = sampled[f"maj@{cfg.samples}"]
-            row[f"sampled tokens@{cfg.samples}"] = sampled["mean_tokens"] * cfg.samples
-        row.update({"mean tokens": greedy["mean_tokens"], "train s": round(e.train_s, 1),
-                    "pipeline s": round(e.pipeline_s, 1), "model": e.model, "source": e.source})
-        rows.append(row)
-        for engine_made in made:  # free the engine before the next model's
+    rows: list[dict[str, Any]] = []
+    correct: dict[str, dict[str, float]] = {}
+    made: list[Any] = []  # the engine, kept from model to model while each is a fine-tune of the last (weights reloaded)
+    try:
+        for e in entries:
+            rows.append(_compare_one(cfg, e, run, made, correct))
+    finally:
+        for engine_made in made:
             engine_made.close()
     add_paired_differences(rows, correct, baseline)
     write_report(run, cfg, rows, entries, baseline, pair_differences(cfg.pairs, correct))
     return rows, run.path
+
+
+def _compare_one(cfg: CompareConfig, e: Entry, run: Any, made: list[Any],
+                 correct: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The table row of one model (its greedy answers' correctness into ``correct``); ``made`` holds the engine."""
+    from ahalab.engines import make_engine
+    from ahalab.models import resolve_model
+
+    model_dir = str(resolve_model(e.model))
+
+    def engine() -> Any:  # built, or switched to this model, only if some evaluation is not cached
+        if made and made[0].model_dir != model_dir and not made[0].load_model(model_dir):
+            made.pop().close()  # another architecture or tokenizer: freed before the next engine starts
+        if not made:
+            made.append(make_engine(cfg.engine, model_dir, seed=cfg.seed))
+        return made[0]
+
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in e.label)
+    greedy = _eval(cfg, model_dir, run.file(f"evals/{slug}-greedy"), 1, engine)
+    correct[e.label] = greedy_correct(run.file(f"evals/{slug}-greedy"))
+    row: dict[str, Any] = {"run": e.label, "method": e.method, "greedy": greedy["accuracy"]}
+    if cfg.samples > 1:
+        sampled = _eval(cfg, model_dir, run.file(f"evals/{slug}-sampled"), cfg.samples, engine)
+        row[f"maj@{cfg.samples}"] = sampled[f"maj@{cfg.samples}"]
+        row[f"sampled tokens@{cfg.samples}"] = sampled["mean_tokens"] * cfg.samples
+    row.update({"mean tokens": greedy["mean_tokens"], "train s": round(e.train_s, 1),
+                "pipeline s": round(e.pipeline_s, 1), "model": e.model, "source": e.source})
+    return row
 
 
 def pair_differences(pairs: list[list[str]], correct: dict[str, dict[str, float]]) -> list[dict[str, Any]]:

@@ -5,13 +5,12 @@ import contextlib
 import gc
 import mmap
 import os
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from ahalab.engines.base import Engine
+from ahalab.engines.base import Engine, checkpoint_tensors, checkpoint_weights
 from ahalab.engines.hf import torch_dtype
 from ahalab.errors import UserError
 from ahalab.precision import auto_dtype
@@ -104,7 +103,7 @@ class VLLMEngine(Engine):
         self.cpu = current_platform.is_cpu()
         self.full_weights = FullWeights(model_dir)
         if narrowing:
-            self.load_weights(_checkpoint_tensors(model_dir))
+            self.load_weights(checkpoint_tensors(model_dir))
         if self.cpu:
             self.release_kv_cache()  # whatever start-up wrote (the cache itself came from ``UntouchedZeros``)
 
@@ -257,24 +256,9 @@ def _completion(output, prompt_token_ids: list[int], logprobs: bool) -> Completi
                       prompt_token_ids=prompt_token_ids)
 
 
-def _checkpoint_weights(model_dir: str) -> Iterator[tuple[str, Any]]:
-    """(name, its open safetensors file) for every weight stored in a model directory."""
-    from safetensors import safe_open
-
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
-                yield name, f
-
-
-def _checkpoint_tensors(model_dir: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every weight in a model directory's safetensors files."""
-    return ((name, f.get_tensor(name)) for name, f in _checkpoint_weights(model_dir))
-
-
 def _stored_dtype(model_dir: str) -> torch.dtype:
     """The dtype of a model directory's first floating-point weight (float32 if it has none)."""
-    dtypes = (f.get_slice(name).get_dtype() for name, f in _checkpoint_weights(model_dir))
+    dtypes = (f.get_slice(name).get_dtype() for name, f in checkpoint_weights(model_dir))
     return next((_SAFETENSORS_FLOATS[d] for d in dtypes if d in _SAFETENSORS_FLOATS), torch.float32)
 
 
@@ -283,4 +267,4 @@ _SAFETENSORS_FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch
 
 def _checkpoint_names(model_dir: str) -> set[str]:
     """Names of the weights stored in a model directory's safetensors files."""
-    return {name for name, _ in _checkpoint_weights(model_dir)}
+    return {name for name, _ in checkpoint_weights(model_dir)}

@@ -94,8 +94,8 @@ def test_arithmetic_compact_style_is_the_scratchpad_without_narration():
     assert all(line in column_text for line in compact.splitlines()[1:-2])  # the same scratchpad lines
     assert ArithmeticTeacher(style="compact").solve(Problem("s", "What is 7 + 5?", "12")) == \
         "<think>\n7 + 5 = 12\n</think>\n<answer>12</answer>"
-    several = Problem("p", "What is 3 + 4 * (25 - 7)?", "75")  # more than one operation: narrated as "column"
-    assert ArithmeticTeacher(style="compact").solve(several) == ArithmeticTeacher().solve(several)
+    for many in (Problem("p", "What is 3 + 4 * (25 - 7)?", "75"), Problem("n", "What is 5?", "5")):
+        assert ArithmeticTeacher(style="compact").solve(many) == ArithmeticTeacher().solve(many)  # as "column"
 
 
 def test_arithmetic_program_refuses_word_problems():

@@ -118,7 +118,8 @@ def _checkpoint_entry(ckpt: Path, label: str | None) -> Entry:
     """A training run's checkpoint (``<run>/checkpoints/step-N``): its model, and the run's step times up to N."""
     run_dir = ckpt.parent.parent
     config = _read(ckpt / "config.json")
-    step = int(ckpt.name.rsplit("-", 1)[-1]) if ckpt.name.rsplit("-", 1)[-1].isdigit() else None
+    suffix = ckpt.name.rsplit("-", 1)[-1]
+    step = int(suffix) if suffix.isdigit() else None
     metrics = run_dir / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     train_s = sum(r.get("time_step_s", 0.0) for r in rows if step is None or r.get("step", 0) <= step)

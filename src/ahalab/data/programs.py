@@ -135,6 +135,10 @@ def _ops(e: Expr) -> set[str]:
     return set() if e.op is None else {e.op} | _ops(e.left) | _ops(e.right)
 
 
+def _one_operation(e: Expr) -> bool:
+    return e.op is not None and e.left.op is None and e.right.op is None
+
+
 _PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
 
 
@@ -266,7 +270,7 @@ def narrate(e: Expr, style: str = "column") -> list[str]:
     "compact": a single operation's scratchpad alone, without the line restating its result)."""
     if e.op is None:
         return [f"The expression is just {number(e.value)}."]
-    if style == "compact" and e.left.op is None and e.right.op is None:
+    if style == "compact" and _one_operation(e):
         work = explain(e.left.value, e.op, e.right.value)
         return work[:-1] if len(work) > 1 else work
     lines = [f"Let me work out {e.text()} step by step."]
@@ -331,7 +335,7 @@ class ArithmeticTeacher(ProgramTeacher):
             expression = match.group(1)
         e = parse_expression(expression)
         lines = narrate(e, self.style)
-        if self.style != "compact" or _ops(e.left) | _ops(e.right):
+        if not (self.style == "compact" and _one_operation(e)):
             lines.append(f"So the answer is {number(e.value)}.")
         return think_answer("\n".join(lines), number(e.value))
 

@@ -213,9 +213,13 @@ def test_demo_closing_lines_say_what_won_and_what_to_look_at(tmp_path) -> None:
     lines = closing_lines(pairs, out)
     assert lines[0] == "pure_rl beats base: +30.0 points, 95% interval +20.0 to +40.0."
     assert lines[1].startswith("sft_rl is not distinguishable from distilled on these problems: -1.0 points")
-    assert "2 GRPO steps at lr 5e-06, KL beta 0.04" in lines[2] and "75% of groups had all-equal rewards" in lines[2]
+    assert "2 steps of GRPO at lr 5e-06, KL beta 0.04" in lines[2] and "75% of groups had all-equal rewards" in lines[2]
     assert "sampled accuracy 25% at the first step, 50% at the last" in lines[2]
     assert lines[3].startswith("distilled loses to base") and len(lines) == 4  # no stage directory: no note
+    one = RunDir.create(str(tmp_path / "rl1"), "zero", {"lr": 5e-6})
+    one.log_metrics(1, accuracy=0.5, zero_std_groups=1.0, time_step_s=80.0)
+    note = closing_lines(pairs[1:2], {"sft_rl": {"summary": str(one.file("summary.json"))}})[1]
+    assert "sft_rl: 1 step of GRPO at lr 5e-06; sampled accuracy 50%; 100% of groups had all-equal" in note
 
 
 def test_pair_differences_are_paired_over_the_second_runs_problems() -> None:

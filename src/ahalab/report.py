@@ -120,8 +120,9 @@ def _checkpoint_entry(ckpt: Path, label: str | None) -> Entry:
     config = _read(ckpt / "config.json")
     suffix = ckpt.name.rsplit("-", 1)[-1]
     step = int(suffix) if suffix.isdigit() else None
-    metrics = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    from ahalab.runs import RunDir
+
+    rows = RunDir(run_dir).metrics()  # a run killed mid-append leaves a torn last line: tolerated there
     train_s = sum(r.get("time_step_s", 0.0) for r in rows if step is None or r.get("step", 0) <= step)
     kind = "zero" if "rewards" in config else "sft"
     return Entry(label or f"{run_dir.name}/{ckpt.name}", str(ckpt / "model"), METHODS[kind], str(ckpt), train_s,

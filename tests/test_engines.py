@@ -329,8 +329,8 @@ def _resident_bytes(spans: list[tuple[int, int]]) -> int:
 @pytest.mark.vllm
 def test_vllm_on_cpu_holds_resident_only_the_kv_blocks_generation_writes(tiny_model, prompts) -> None:
     """The 1 GiB KV cache is never resident while the engine starts (``UntouchedZeros``) nor after, a little of it
-    after generating, none after sleep() (what a trainer calls before each update); generation after a release is
-    unchanged."""
+    after generating, none after sleep() (what a trainer calls before each update) or a weight reload; generation
+    after a release is unchanged."""
     import vllm  # noqa: F401  (its import's memory is not the engine's)
 
     from ahalab.engines.vllm import _kv_cache_spans
@@ -349,5 +349,8 @@ def test_vllm_on_cpu_holds_resident_only_the_kv_blocks_generation_writes(tiny_mo
         vllm.sleep()
         assert _resident_bytes(spans) < 0.01 * size
         again = vllm.generate(prompts, max_tokens=16, logprobs=True)
+        assert _resident_bytes(spans) > 0
+        vllm.load_model(tiny_model)  # a model switch (``ahalab report``) also gives the stale KV's pages back
+        assert _resident_bytes(spans) < 0.01 * size
     assert [c[0].token_ids for c in again] == [c[0].token_ids for c in first]
     torch.testing.assert_close(torch.tensor(again[0][0].logprobs), torch.tensor(first[0][0].logprobs))

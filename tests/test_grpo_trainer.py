@@ -244,6 +244,54 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_model, tmp_path, monk
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001"]
 
 
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_the_reference_is_the_policy_until_the_first_step(tiny_model, tmp_path, monkeypatch, lora_r):
+    """With a KL term, step 1 takes the reference's log-probabilities from the policy's own first pass: no reference
+    forward and (full fine-tuning) no second model until the policy moves; the same losses and KL step by step as a
+    run that asks the reference every step; a run resumed from a checkpoint asks it again (the same steps as the
+    uninterrupted run)."""
+    from ahalab.rl.trainer import ZeroTrainer
+
+    def series(out: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in RunDir(out).metrics()]
+
+    calls: list[int] = []
+    real_refs = ZeroTrainer.reference_logprobs
+    monkeypatch.setattr(ZeroTrainer, "reference_logprobs", lambda self, chunks: calls.append(self.step) or
+                        real_refs(self, chunks))
+    cfg = dict(steps=3, beta=0.5, lora_r=lora_r, checkpoint_every=1)
+    one = make_trainer(tiny_config(tiny_model, tmp_path / "one", **{**cfg, "steps": 1}))
+    one.train()
+    assert one.reference is None and not calls
+    make_trainer(tiny_config(tiny_model, tmp_path / "lazy", **cfg)).train()
+    assert calls == [1, 2]  # the updates of steps 2 and 3 (``step`` counts the steps done)
+    eager = make_trainer(tiny_config(tiny_model, tmp_path / "eager", **cfg))
+    eager.moved = True  # as if the policy had moved: the reference asked from step 1
+    eager.train()
+    rows = series(tmp_path / "lazy")
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[0]["kl"] == 0 and rows[1]["kl"] > 0
+    for a, b in zip(rows, series(tmp_path / "eager")):
+        assert a.keys() == b.keys()
+        for key in ("reward_mean", "loss", "kl"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+    class Stop(Exception):
+        pass
+
+    real_step = ZeroTrainer.train_step
+    monkeypatch.setattr(ZeroTrainer, "train_step", lambda self, step: (_ for _ in ()).throw(Stop()) if step == 3
+                        else real_step(self, step))
+    with pytest.raises(Stop):
+        make_trainer(tiny_config(tiny_model, tmp_path / "killed", **cfg)).train()
+    monkeypatch.setattr(ZeroTrainer, "train_step", real_step)
+    calls.clear()
+    make_trainer(tiny_config(tiny_model, tmp_path / "killed", **cfg), resume=True).train()
+    assert calls == [2]  # resumed after step 2: step 3 asked the reference
+    for a, b in zip(series(tmp_path / "killed"), rows):
+        for key in ("reward_mean", "loss", "kl"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
 # --- vLLM weight sync --------------------------------------------------------------------------------------
 
 

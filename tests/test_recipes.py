@@ -220,6 +220,10 @@ def test_demo_closing_lines_say_what_won_and_what_to_look_at(tmp_path) -> None:
     one.log_metrics(1, accuracy=0.5, zero_std_groups=1.0, time_step_s=80.0)
     note = closing_lines(pairs[1:2], {"sft_rl": {"summary": str(one.file("summary.json"))}})[1]
     assert "sft_rl: 1 step of GRPO at lr 5e-06; sampled accuracy 50%; 100% of groups had all-equal" in note
+    lora = RunDir.create(str(tmp_path / "rl2"), "zero", {"lr": 5e-5, "lora_r": 16, "beta": 0.04})
+    lora.log_metrics(1, accuracy=0.5, zero_std_groups=0.5, time_step_s=80.0)
+    note = closing_lines(pairs[1:2], {"sft_rl": {"summary": str(lora.file("summary.json"))}})[1]
+    assert "sft_rl: 1 step of GRPO at lr 5e-05 (LoRA rank 16), KL beta 0.04; sampled accuracy 50%" in note
 
 
 def test_pair_differences_are_paired_over_the_second_runs_problems() -> None:

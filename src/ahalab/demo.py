@@ -40,14 +40,15 @@ def training_note(label: str, out: dict[str, dict[str, Any]]) -> str:
 
     c = yaml.safe_load(cfg.read_text()) if cfg.exists() else {}
     steps = f"{len(rows)} step{'s' * (len(rows) > 1)}"
+    lr = f"lr {c.get('lr')}" + (f" (LoRA rank {c['lora_r']})" if c.get("lora_r") else "")
     if "accuracy" in rows[0]:  # GRPO
         flat = sum(r.get("zero_std_groups", 0.0) for r in rows) / len(rows)
         sampled = f"sampled accuracy {rows[0]['accuracy']:.0%}" + (
             f" at the first step, {rows[-1]['accuracy']:.0%} at the last" if len(rows) > 1 else "")
-        return (f"{label}: {steps} of GRPO at lr {c.get('lr')}" + (f", KL beta {c['beta']}" if c.get("beta") else "")
+        return (f"{label}: {steps} of GRPO at {lr}" + (f", KL beta {c['beta']}" if c.get("beta") else "")
                 + f"; {sampled}; {flat:.0%} of groups had all-equal rewards (no signal); "
                 f"{sum(r['time_step_s'] for r in rows) / len(rows):.0f} s a step here.")
-    return (f"{label}: {steps} of SFT at lr {c.get('lr')} over {c.get('epochs')} epoch(s); "
+    return (f"{label}: {steps} of SFT at {lr} over {c.get('epochs')} epoch(s); "
             f"loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}.")
 
 

@@ -91,7 +91,6 @@ class ZeroTrainer(Trainer):
 
     def __init__(self, cfg: ZeroConfig, run: RunDir, resume: bool = False, allow_config_change: bool = False) -> None:
         from ahalab.engines import default_engine_name, make_engine
-        from ahalab.models import load_model
         from ahalab.tasks import get_task
         from ahalab.tasks.decontaminate import decontaminate_against
 
@@ -112,9 +111,8 @@ class ZeroTrainer(Trainer):
                             "sets")
         self.order = DataOrder(len(self.train_problems), cfg.seed)
         self.total_steps = cfg.steps
-        self.reference = None
-        if cfg.beta and not cfg.lora_r:  # LoRA: the reference is the policy with its adapter turned off
-            self.reference = load_model(self.model_dir)[0].to(self.device).eval().requires_grad_(False)
+        self.reference = None  # loaded once the policy leaves it (LoRA: the policy with its adapter turned off)
+        self.moved = False  # whether the policy differs from the reference: an optimiser step, a restored checkpoint
 
         engine_name = cfg.engine or default_engine_name()
         dtype = cfg.engine_dtype or colocated_cpu_dtype(engine_name, cfg.vllm_mode, self.dist.world, self.device.type)
@@ -144,6 +142,7 @@ class ZeroTrainer(Trainer):
         self.resume()
 
     def resumed(self) -> None:
+        self.moved = True
         self.sync_weights()
 
     # --- the loop -----------------------------------------------------------------------------------
@@ -225,7 +224,8 @@ class ZeroTrainer(Trainer):
                 "max_completion_len": cfg.max_new_tokens}
         variant = {"loss_type": cfg.loss, "epsilon": cfg.epsilon, "epsilon_high": cfg.preset("epsilon_high"),
                    "beta": cfg.beta}
-        refs = self.reference_logprobs(chunks) if cfg.beta else None
+        # until the first optimiser step the policy is the reference: the first pass's log-probabilities are its own
+        refs = self.reference_logprobs(chunks) if cfg.beta and self.moved else None
         olds: list[torch.Tensor] = []
         weights: list[torch.Tensor | None] = []  # the sampling correction's, per micro-batch
         tokens = sum(mb.num_tokens for chunk in chunks for mb in chunk.micro_batches)
@@ -248,7 +248,8 @@ class ZeroTrainer(Trainer):
                                                         cfg.vllm_importance_sampling_clip_max)  # [b, Lc] or [b, 1]
                             diff_sum += float(torch.nan_to_num((olds[k] - sampled).abs() * mask).sum())
                             weight_sum += float((weights[k] * mask).sum())
-                    loss, s = grpo_loss(logp, olds[k], refs[k] if refs else None,
+                    ref = refs[k] if refs else olds[k] if cfg.beta else None
+                    loss, s = grpo_loss(logp, olds[k], ref,
                                         batch.advantages[mb.index].to(self.device), mask, **variant, **norm,
                                         sampling_weights=weights[k])
                     loss.backward()
@@ -256,6 +257,7 @@ class ZeroTrainer(Trainer):
                     k += 1
                 prefix.backward()
             loss, grad_norm = self.optimizer_step(step, loss_sum)  # loss: loss_sum over the ranks
+            self.moved = True
         neg_logp = -sum(float(old.sum()) for old in olds)  # padding holds 0
         tokens, kl_sum, clipped_sum, neg_logp, diff_sum, weight_sum = self.dist.reduce(
             tokens, kl_sum, clipped_sum, neg_logp, diff_sum, weight_sum)
@@ -268,7 +270,12 @@ class ZeroTrainer(Trainer):
 
     @torch.no_grad()
     def reference_logprobs(self, chunks: list[PromptChunk]) -> list[torch.Tensor]:
-        """Log-probabilities under the frozen initial model (with LoRA: the policy with its adapter off)."""
+        """Log-probabilities under the frozen initial model (with LoRA: the policy with its adapter off), loaded
+        when first needed (a run whose policy never moves never holds a second copy of the model)."""
+        from ahalab.models import load_model
+
+        if self.reference is None and not self.cfg.lora_r:
+            self.reference = load_model(self.model_dir)[0].to(self.device).eval().requires_grad_(False)
         model = self.policy if self.reference is None else self.reference
         out: list[torch.Tensor] = []
         with self.policy.disable_adapter() if self.reference is None else contextlib.nullcontext():

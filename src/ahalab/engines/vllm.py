@@ -163,17 +163,16 @@ class VLLMEngine(Engine):
             self.asleep -= set(waking)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Reload all weights in place (HF names, every checkpoint weight: see ``FullWeights``), first dropping the
-        prefix cache's KV of the old weights (on CPU also giving its pages back to the OS: ``ahalab report``
-        switching models otherwise held the last model's KV beside the next one's weights); a sleeping engine wakes
-        its weights first (its KV cache wakes to generate)."""
+        """Reload all weights in place (HF names, every checkpoint weight: see ``FullWeights``) and drop the prefix
+        cache's KV of the old weights (on CPU its pages go back to the OS first: ``ahalab report`` switching models
+        otherwise held the last model's KV beside the next one's weights); a sleeping engine wakes its weights first
+        (its KV cache wakes to generate)."""
         if self.cpu:
             self.release_kv_cache()
-        else:
-            self.llm.reset_prefix_cache()
         weights = self.full_weights(named_tensors, self.dtype)
         self._wake(("weights",))
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+        self.llm.reset_prefix_cache()
 
 
 class UntouchedZeros(torch.overrides.TorchFunctionMode):

@@ -196,6 +196,47 @@ def test_a_trl_reward_function_plugs_into_zero_unchanged(tiny_model, tmp_path):
     assert sampled.total.tolist() == [1.0 + s.score for s in sampled.samples]
 
 
+class CollapsedEngine(ScriptedEngine):
+    """Every sample in the exact format with the answer 0 (never right: both operands are positive): a policy
+    collapsed into the format."""
+
+    def generate(self, prompts, n=1, **kw):
+        return [[Completion("</think> <answer>0</answer>", self._tokenizer("0")["input_ids"], "stop",
+                            prompt_token_ids=self._tokenizer(p)["input_ids"]) for _ in range(n)] for p in prompts]
+
+
+def test_a_run_collapsed_into_the_format_says_so_once_and_in_its_summary(tiny_model, tmp_path, caplog):
+    """No sample right and all in format for 3 steps: no group has a signal; the step that ends the third such step
+    warns (once), and summary.json names it."""
+    from ahalab.rl.analytics import stalled_at
+
+    cfg = tiny_config(tiny_model, tmp_path, steps=5, rewards={"accuracy": 1.0, "format_exact": 0.2}, format="r1")
+    trainer = make_trainer(cfg)
+    trainer.engine = CollapsedEngine(trainer.tokenizer)
+    with caplog.at_level("WARNING", logger="ahalab.rl.trainer"):
+        summary = trainer.train()
+    rows = trainer.run.metrics()
+    assert [(r["accuracy"], r["format_rate"], r["zero_std_groups"]) for r in rows] == [(0.0, 1.0, 1.0)] * 5
+    assert summary["stalled_at_step"] == 3 == stalled_at(rows)
+    warned = [r.getMessage() for r in caplog.records if "nothing to learn from" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("step 3: no sample was right for 3 steps")
+
+
+def test_stalled_at_needs_the_steps_in_a_row_wrong_and_formatted() -> None:
+    from ahalab.rl.analytics import stalled_at
+
+    def rows(*steps):
+        return [{"step": i + 1, "accuracy": a, "format_rate": f, "time_step_s": 1.0} for i, (a, f) in enumerate(steps)]
+
+    collapsed, learning, unformatted = (0.0, 1.0), (0.02, 1.0), (0.0, 0.5)
+    assert stalled_at(rows(collapsed, collapsed, collapsed)) == 3
+    assert stalled_at(rows(collapsed, collapsed, learning, collapsed, collapsed)) is None  # a right sample resets it
+    assert stalled_at(rows(unformatted, unformatted, unformatted)) is None  # a base model that has not learned tags
+    assert stalled_at(rows(collapsed, learning, *[collapsed] * 4)) == 5
+    assert stalled_at(rows(collapsed, collapsed) + [{"step": 2, "eval_accuracy": 0.0}]) is None  # evals are not steps
+    assert stalled_at(rows(*[collapsed] * 2), steps=2) == 2
+
+
 @pytest.mark.parametrize("groups, written", [(1, 1), (0, 3)])
 def test_samples_log_one_group_or_all(tiny_model, tmp_path, groups, written):
     """sample_groups=0 writes every group, so a run's rewarded samples can all be audited."""

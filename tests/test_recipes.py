@@ -224,6 +224,12 @@ def test_demo_closing_lines_say_what_won_and_what_to_look_at(tmp_path) -> None:
     lora.log_metrics(1, accuracy=0.5, zero_std_groups=0.5, time_step_s=80.0)
     note = closing_lines(pairs[1:2], {"sft_rl": {"summary": str(lora.file("summary.json"))}})[1]
     assert "sft_rl: 1 step of GRPO at lr 5e-05 (LoRA rank 16), KL beta 0.04; sampled accuracy 50%" in note
+    collapsed = RunDir.create(str(tmp_path / "rl3"), "zero", {"lr": 6e-4, "lora_r": 16})
+    for step in (1, 2, 3, 4):
+        collapsed.log_metrics(step, accuracy=0.1 * (step == 1), format_rate=1.0, zero_std_groups=1.0, time_step_s=9.0)
+    lost = [{"a": "pure_rl", "b": "base", "difference": -0.15, "low": -0.2, "high": -0.1}]
+    note = closing_lines(lost, {"zero": {"summary": str(collapsed.file("summary.json"))}})[1]
+    assert "Collapsed at step 4: no sample was right for 3 steps" in note and "a KL anchor (beta)" in note
 
 
 def test_pair_differences_are_paired_over_the_second_runs_problems() -> None:

@@ -45,9 +45,13 @@ def training_note(label: str, out: dict[str, dict[str, Any]]) -> str:
         flat = sum(r.get("zero_std_groups", 0.0) for r in rows) / len(rows)
         sampled = f"sampled accuracy {rows[0]['accuracy']:.0%}" + (
             f" at the first step, {rows[-1]['accuracy']:.0%} at the last" if len(rows) > 1 else "")
+        from ahalab.rl.analytics import STALL_ADVICE, stalled_at
+
+        at = stalled_at(rows)
         return (f"{label}: {steps} of GRPO at {lr}" + (f", KL beta {c['beta']}" if c.get("beta") else "")
                 + f"; {sampled}; {flat:.0%} of groups had all-equal rewards (no signal); "
-                f"{sum(r['time_step_s'] for r in rows) / len(rows):.0f} s a step here.")
+                f"{sum(r['time_step_s'] for r in rows) / len(rows):.0f} s a step here."
+                + (f" Collapsed at step {at}: {STALL_ADVICE}." if at else ""))
     return (f"{label}: {steps} of SFT at {lr} over {c.get('epochs')} epoch(s); "
             f"loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}.")
 

@@ -22,6 +22,27 @@ def reflection_rate(texts: list[str]) -> float:
     return sum(bool(REFLECTION.search(t)) for t in texts) / len(texts) if texts else 0.0
 
 
+STALL_STEPS = 3  # steps in a row that no sample was right while (nearly) all had the format
+
+
+def stalled_at(rows: list[dict[str, Any]], steps: int = STALL_STEPS) -> int | None:
+    """The first step that ended ``steps`` steps in a row where no sample was right and at least 95% had the format:
+    a policy collapsed into the format with guessed answers. Its groups' rewards are then (nearly) all equal, so
+    group-relative advantages are zero and GRPO has nothing to learn from (docs/results.md, "LoRA at 20x the learning
+    rate"); None if no step did."""
+    run = 0
+    for r in (r for r in rows if "time_step_s" in r):
+        run = run + 1 if r.get("accuracy") == 0 and r.get("format_rate", 0.0) >= 0.95 else 0
+        if run == steps:
+            return r["step"]
+    return None
+
+
+STALL_ADVICE = (f"no sample was right for {STALL_STEPS} steps while (nearly) every one had the format: the groups' "
+                "rewards are equal, so GRPO has nothing to learn from and the run stays collapsed; a lower lr, a KL "
+                "anchor (beta) or a model that already answers some problems right (SFT first) avoid it")
+
+
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
     return [x for x, _ in pts], [y for _, y in pts]

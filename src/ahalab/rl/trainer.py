@@ -37,7 +37,7 @@ import torch
 from ahalab.errors import UserError
 from ahalab.models.prefix import micro_batch_cost
 from ahalab.rewards import format_exact, get_reward
-from ahalab.rl.analytics import reflection_rate, write_plots, write_report
+from ahalab.rl.analytics import STALL_ADVICE, reflection_rate, stalled_at, write_plots, write_report
 from ahalab.rl.batch import MicroBatch, Prefix, PromptChunk, plan_batches
 from ahalab.rl.config import ZeroConfig
 from ahalab.rl.loss import grpo_loss, sampling_ratio
@@ -365,6 +365,8 @@ class ZeroTrainer(Trainer):
               f"{m['sequences_trained']}/{m['groups_sampled'] * self.cfg.generations}  "
               f"| rollout {m['time_rollout_s']:.1f}s train {m['time_train_s']:.1f}s sync {m['time_sync_s']:.2f}s"
               f"{evaluated}", flush=True)
+        if stalled_at(self.run.metrics()) == step:
+            log.warning("step %d: %s", step, STALL_ADVICE)
 
     def finish(self) -> dict[str, Any]:
         """summary.json, plots and report.md from the metrics series."""
@@ -382,6 +384,7 @@ class ZeroTrainer(Trainer):
             "median_step_s": statistics.median(r["time_step_s"] for r in trained) if trained else None,
             "train_time_s": sum(r["time_step_s"] for r in trained),
             "checkpoint": str(latest_checkpoint(self.run.path)),
+            "stalled_at_step": stalled_at(rows),
         }
         held_out = {"eval_accuracy_start": summary["eval_accuracy_start"],
                     "eval_accuracy": summary["eval_accuracy_end"], "eval_format_rate": summary["eval_format_rate_end"],
